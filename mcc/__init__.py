@@ -1,0 +1,67 @@
+"""MCC — Mission Control Center. ``create_app`` builds the web application."""
+from __future__ import annotations
+
+from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from mcc.config import load_config
+from mcc.errors import error_response
+
+JSON_BODY_METHODS = {"POST", "PUT", "PATCH"}
+# Paths whose bodies are not ours to dictate (GitHub may post form-encoded webhooks).
+ANY_BODY_PATHS = ("/api/v1/webhooks/",)
+
+
+def _require_json_body():
+    """415 for a request body that is not JSON: the API speaks JSON only."""
+    if request.method not in JSON_BODY_METHODS or request.path.startswith(ANY_BODY_PATHS):
+        return None
+    has_body = (request.content_length or 0) > 0 or request.headers.get("Transfer-Encoding")
+    if has_body and not request.is_json:
+        return error_response(415, "UNSUPPORTED_MEDIA_TYPE",
+                              "Request bodies must be JSON (Content-Type: application/json).")
+    return None
+
+
+def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
+    """Build the app from the environment (``env``), then apply test ``overrides``."""
+    from mcc import api, cli, errors, health, realtime, redis_store, security
+    from mcc import models  # noqa: F401  (registers every table with the metadata)
+    from mcc.extensions import db, jwt, limiter, migrate
+    from mcc.logging_setup import assign_request_id, configure_logging, echo_request_id, log_request
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(load_config(env))
+    app.config.update(overrides or {})
+    configure_logging(app.config["MCC_LOG_LEVEL"], app.config["MCC_LOG_FORMAT"])
+
+    proxies = app.config["MCC_TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+
+    # Order matters: request id first (every later error carries it), then the rate limiter
+    # (anonymous floods are counted too), then authentication, then the body check.
+    app.before_request(assign_request_id)
+    redis_store.init_app(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
+    jwt.init_app(app)
+    limiter.init_app(app)
+    app.before_request(security.authenticate_api_request)
+    app.before_request(_require_json_body)
+    security.init_app(app)
+    errors.init_app(app)
+    api.init_app(app)
+    errors.init_app(app)  # again: flask-smorest registered its own HTTPException handler
+    app.register_blueprint(health.bp)
+    limiter.exempt(health.bp)
+    realtime.init_app(app)
+    cli.init_app(app)
+    app.after_request(echo_request_id)
+    app.after_request(log_request)
+    return app
+
+
+def _migrations_dir():
+    from mcc.config import PROJECT_ROOT
+    return PROJECT_ROOT / "migrations"

@@ -1,0 +1,131 @@
+"""The one place that reads the environment.
+
+Every setting MCC understands is listed in ``VARIABLES`` (name, default, meaning); README's
+variables table is generated from the same list so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# name, default, meaning (kept short: it is printed as the README table)
+VARIABLES: list[tuple[str, str, str]] = [
+    ("MCC_ENV", "development", "`production` turns on JSON logs and requires `MCC_SECRET_KEY`"),
+    ("DATABASE_URL", "SQLite file `instance/mcc.db`",
+     "`postgres://`, `postgresql://` or `postgresql+psycopg2://`; always served by psycopg2"),
+    ("REDIS_URL", "unset (embedded mode)",
+     "Redis for RQ, the Socket.IO queue, rate limits and token revocation"),
+    ("MCC_SECRET_KEY", "generated once into `instance/secret_key` (development only)",
+     "signs tokens; required when `MCC_ENV=production`"),
+    ("MCC_RATE_LIMIT", "100 per minute", "requests per client IP across the whole API"),
+    ("MCC_LOGIN_RATE_LIMIT", "10 per minute", "login and 2FA-verify requests per client IP"),
+    ("MCC_LOGIN_LOCKOUT", "5 per 15 minutes",
+     "failed logins of one username from one IP before that pair is locked out"),
+    ("MCC_LOGIN_IP_LOCKOUT", "50 per 15 minutes", "failed logins from one IP before the IP is locked out"),
+    ("MCC_2FA_LOCKOUT", "5 per 15 minutes", "wrong 2FA codes per user before 2FA verify is locked"),
+    ("MCC_TRUSTED_PROXIES", "0", "reverse proxies in front whose `X-Forwarded-For` is trusted"),
+    ("MCC_ACCESS_TOKEN_SECONDS", "900", "access token lifetime"),
+    ("MCC_REFRESH_TOKEN_DAYS", "30", "refresh token lifetime"),
+    ("MCC_2FA_TOKEN_SECONDS", "300", "lifetime of the temp token between password and 2FA code"),
+    ("MCC_MAX_BODY_BYTES", "1048576", "largest accepted request body"),
+    ("MCC_LOG_LEVEL", "INFO", "log level"),
+    ("MCC_LOG_FORMAT", "`json` in production, `text` otherwise", "`json` or `text`"),
+    ("MCC_SOCKETIO_ASYNC_MODE", "threading", "Flask-SocketIO async mode"),
+    ("MCC_CORS_ORIGINS", "unset (same origin only)", "comma-separated origins allowed to open Socket.IO"),
+    ("PORT", "5000", "port the web process binds (Procfile, quickstart)"),
+]
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable service."""
+
+
+def normalise_database_url(url: str) -> str:
+    """Name the psycopg2 driver explicitly: SQLAlchemy 2.1 may pick another for a bare URL."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def _instance_dir(env: dict) -> Path:
+    path = Path(env.get("MCC_INSTANCE_PATH") or PROJECT_ROOT / "instance")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _development_secret(instance: Path) -> str:
+    key_file = instance / "secret_key"
+    if not key_file.exists():
+        # O_EXCL: two processes starting at once must not write two different keys.
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(64))
+    return key_file.read_text().strip()
+
+
+def load_config(env: dict | None = None) -> dict:
+    """Build the Flask config mapping from environment variables."""
+    env = dict(os.environ if env is None else env)
+    production = env.get("MCC_ENV", "development") == "production"
+    instance = _instance_dir(env)
+
+    secret = env.get("MCC_SECRET_KEY")
+    if not secret:
+        if production:
+            raise ConfigError(
+                "MCC_SECRET_KEY is not set. In production MCC refuses to start without it: "
+                "set it to a long random string (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(64))'`) shared by every web and worker process."
+            )
+        secret = _development_secret(instance)
+
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance / 'mcc.db'}"
+    redis_url = env.get("REDIS_URL") or None
+    log_format = env.get("MCC_LOG_FORMAT") or ("json" if production else "text")
+
+    return {
+        "MCC_ENV": "production" if production else "development",
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": redis_url,
+        "MAX_CONTENT_LENGTH": int(env.get("MCC_MAX_BODY_BYTES", 1024 * 1024)),
+        "MCC_TRUSTED_PROXIES": int(env.get("MCC_TRUSTED_PROXIES", 0)),
+        "MCC_LOG_LEVEL": env.get("MCC_LOG_LEVEL", "INFO").upper(),
+        "MCC_LOG_FORMAT": log_format,
+        "MCC_SOCKETIO_ASYNC_MODE": env.get("MCC_SOCKETIO_ASYNC_MODE", "threading"),
+        "MCC_CORS_ORIGINS": [o for o in env.get("MCC_CORS_ORIGINS", "").split(",") if o] or None,
+        "MCC_LOGIN_RATE_LIMIT": env.get("MCC_LOGIN_RATE_LIMIT", "10 per minute"),
+        "MCC_LOGIN_LOCKOUT": env.get("MCC_LOGIN_LOCKOUT", "5 per 15 minutes"),
+        "MCC_LOGIN_IP_LOCKOUT": env.get("MCC_LOGIN_IP_LOCKOUT", "50 per 15 minutes"),
+        "MCC_2FA_LOCKOUT": env.get("MCC_2FA_LOCKOUT", "5 per 15 minutes"),
+        "MCC_2FA_TOKEN_EXPIRES": timedelta(seconds=int(env.get("MCC_2FA_TOKEN_SECONDS", 300))),
+        # Flask-Limiter: one shared bucket per client IP for the whole API.
+        "RATELIMIT_APPLICATION": env.get("MCC_RATE_LIMIT", "100 per minute"),
+        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_KEY_PREFIX": "mcc-limits",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_STRATEGY": "fixed-window",
+        # Flask-JWT-Extended
+        "JWT_SECRET_KEY": secret,
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=int(env.get("MCC_ACCESS_TOKEN_SECONDS", 900))),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=int(env.get("MCC_REFRESH_TOKEN_DAYS", 30))),
+        # flask-smorest / OpenAPI
+        "API_TITLE": "MCC — Mission Control Center",
+        "API_VERSION": "v1",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/api/v1",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "docs",
+        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    }

@@ -1,0 +1,152 @@
+"""Domain errors and the one error format: ``{"error": {code, message, details, request_id}}``.
+
+Services raise ``ApiError`` subclasses; every other failure (routing, webargs, werkzeug, the
+rate limiter, JWT, unhandled exceptions) is mapped here. Nothing else builds an error body.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# HTTP status -> error code for errors raised by the framework rather than by our services.
+STATUS_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "RESOURCE_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    502: "BAD_GATEWAY",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ApiError(Exception):
+    status = 400
+    code = "BAD_REQUEST"
+
+    def __init__(self, message: str, details: dict | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "UNAUTHORIZED"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "FORBIDDEN"
+
+
+class NotFound(ApiError):
+    status, code = 404, "RESOURCE_NOT_FOUND"
+
+
+class Conflict(ApiError):
+    status, code = 409, "CONFLICT"
+
+
+class ValidationFailed(ApiError):
+    status, code = 422, "VALIDATION_ERROR"
+
+
+class TooManyAttempts(ApiError):
+    status, code = 429, "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message, {"retry_after": retry_after}, {"Retry-After": str(retry_after)})
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "SERVICE_UNAVAILABLE"
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None,
+                   headers: dict | None = None):
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "request_id": getattr(g, "request_id", None),
+        }
+    }
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _flatten_webargs_messages(messages: dict) -> dict:
+    """webargs nests field errors under their location ({"json": {...}}); callers want fields."""
+    details: dict = {}
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            details.update(fields)
+        else:
+            details[location] = fields
+    return details
+
+
+def handle_http_exception(exc: HTTPException):
+    status = exc.code or 500
+    code = STATUS_CODES.get(status, "ERROR")
+    data = getattr(exc, "data", None) or {}
+    headers = dict(data.get("headers") or {})
+    details: dict = {}
+    message = exc.description or exc.name
+    if status == 422:
+        details = _flatten_webargs_messages(data.get("messages") or data.get("errors") or {})
+        message = "The request is not valid; see details for each field."
+    elif status == 400 and data.get("messages"):
+        details = _flatten_webargs_messages(data["messages"])
+        message = "The request body is not valid JSON."
+    elif status == 404:
+        message = "No such resource."
+    elif status == 405:
+        message = "This method is not allowed on this resource."
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:
+            details = {"allowed_methods": sorted(allowed)}
+            headers["Allow"] = ", ".join(sorted(allowed))
+    elif status == 413:
+        message = "The request body is too large."
+    elif status == 429:
+        limit = getattr(exc, "limit", None)
+        message = "Too many requests; slow down."
+        if limit is not None:
+            details = {"limit": str(limit.limit)}
+    if status >= 500:
+        log.error("HTTP %s: %s", status, exc.description)
+    response = error_response(status, code, message, details, headers)
+    return response
+
+
+def handle_api_error(exc: ApiError):
+    if exc.status >= 500:
+        log.warning("%s: %s", exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def handle_unexpected(exc: Exception):
+    # The trace goes to the log with the request id, never to the client.
+    log.exception("unhandled exception")
+    return error_response(500, "INTERNAL_ERROR", "Internal server error. Quote the request id when reporting it.")
+
+
+def init_app(app) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

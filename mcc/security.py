@@ -1,0 +1,91 @@
+"""Who may call what: the authentication gate in front of routing, role checks, JWT callbacks."""
+from __future__ import annotations
+
+import functools
+import uuid
+
+from flask import request
+from flask_jwt_extended import current_user, verify_jwt_in_request
+
+from mcc.errors import Forbidden, error_response
+from mcc.extensions import db, jwt
+from mcc.models.auth import User
+from mcc.services import tokens
+from mcc.services.auth import TOTP_PURPOSE, token_is_current
+
+API_PREFIX = "/api/v1"
+# Reachable without an access token. Everything else under /api/v1 answers 401 to anonymous
+# clients before routing, even for paths that do not exist.
+PUBLIC_PATHS = frozenset({
+    f"{API_PREFIX}/auth/login",
+    f"{API_PREFIX}/auth/2fa/verify",
+    f"{API_PREFIX}/auth/refresh",
+    f"{API_PREFIX}/webhooks/github",
+    f"{API_PREFIX}/openapi.json",
+})
+PUBLIC_PREFIXES = (f"{API_PREFIX}/docs",)
+
+ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
+
+
+def is_public(path: str) -> bool:
+    path = path.rstrip("/") or "/"
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def authenticate_api_request() -> None:
+    """before_request: a valid access token is required for every non-public API path."""
+    if request.path.startswith(API_PREFIX) and not is_public(request.path):
+        verify_jwt_in_request()
+
+
+def requires_role(minimum: str):
+    """Allow users whose role is at least ``minimum`` (viewer < operator < admin)."""
+    needed = ROLE_RANK[minimum]
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            verify_jwt_in_request()
+            if ROLE_RANK.get(current_user.role, -1) < needed:
+                raise Forbidden(f"This action needs the {minimum} role; you are {current_user.role}.")
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
+def _unauthorized(message: str):
+    return error_response(401, "UNAUTHORIZED", message)
+
+
+def init_app(app) -> None:
+    @jwt.user_lookup_loader
+    def load_user(_header, claims):
+        try:
+            user = db.session.get(User, uuid.UUID(claims["sub"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+        if user is None or not user.is_active or not token_is_current(user, claims):
+            return None
+        return user
+
+    @jwt.token_in_blocklist_loader
+    def is_blocked(_header, claims):
+        keys = [f"jti:{claims['jti']}"]
+        if claims.get("fam"):
+            keys.append(f"family:{claims['fam']}")
+        return tokens.is_revoked(*keys)
+
+    @jwt.token_verification_loader
+    def is_usable_access_token(_header, claims):
+        # A 2FA temp token is an access-type JWT; it is good for /auth/2fa/verify only.
+        return claims.get("purpose") != TOTP_PURPOSE
+
+    jwt.unauthorized_loader(lambda reason: _unauthorized("Missing or malformed Authorization header: "
+                                                         "send 'Authorization: Bearer <access token>'."))
+    jwt.invalid_token_loader(lambda reason: _unauthorized("The access token is invalid."))
+    jwt.expired_token_loader(lambda _h, _c: _unauthorized("The access token has expired; refresh it."))
+    jwt.revoked_token_loader(lambda _h, _c: _unauthorized("The access token has been revoked."))
+    jwt.token_verification_failed_loader(lambda _h, _c: _unauthorized("This token cannot be used here."))
+    jwt.user_lookup_error_loader(lambda _h, _c: _unauthorized("The account is disabled or the token is void."))
+    jwt.needs_fresh_token_loader(lambda _h, _c: _unauthorized("A fresh login is required."))

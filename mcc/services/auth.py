@@ -1,0 +1,275 @@
+"""Authentication: passwords, login lockout, TOTP 2FA, token issue, rotation and revocation.
+
+Callers (routes, CLI) own the transaction: these functions flush, the caller commits.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
+from jwt.exceptions import PyJWTError
+from limits import parse
+from sqlalchemy import select, update
+
+from mcc.errors import Conflict, TooManyAttempts, Unauthorized, ValidationFailed
+from mcc.extensions import db, limiter
+from mcc.models.auth import RefreshToken, User
+from mcc.models.types import utcnow
+from mcc.services import tokens
+
+log = logging.getLogger(__name__)
+
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so both paths cost one argon2 verification.
+_DUMMY_HASH = _hasher.hash("mcc-timing-equaliser")
+
+TOTP_PURPOSE = "2fa"
+BAD_CREDENTIALS = "Invalid username or password."
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _password_matches(user: User | None, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def find_user(username: str) -> User | None:
+    return db.session.execute(select(User).where(User.username == username.lower())).scalar_one_or_none()
+
+
+# --- lockout: failure counters in the limiter's storage (Redis, or memory when embedded) -------
+
+def _ensure_not_locked(checks: list[tuple[str, tuple[str, ...]]], what: str) -> None:
+    for config_key, identifiers in checks:
+        item = parse(current_app.config[config_key])
+        if not limiter.limiter.test(item, *identifiers):
+            reset_at = limiter.limiter.get_window_stats(item, *identifiers).reset_time
+            retry_after = max(1, int(reset_at - time.time()) + 1)
+            log.warning("%s locked out (%s)", what, config_key)
+            raise TooManyAttempts(f"Too many failed {what} attempts; try again later.", retry_after)
+
+
+def _record_failure(checks: list[tuple[str, tuple[str, ...]]]) -> None:
+    for config_key, identifiers in checks:
+        limiter.limiter.hit(parse(current_app.config[config_key]), *identifiers)
+
+
+def _login_checks(username: str, client_ip: str):
+    return [
+        ("MCC_LOGIN_LOCKOUT", ("login-fail", username.lower(), client_ip)),
+        ("MCC_LOGIN_IP_LOCKOUT", ("login-fail-ip", client_ip)),
+    ]
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+def _expiry(delta: timedelta) -> datetime:
+    return utcnow() + delta
+
+
+def issue_tokens(user: User, family_id: uuid.UUID | None = None) -> dict:
+    """A new access token and a new refresh token in ``family_id`` (a new family when None)."""
+    family_id = family_id or uuid.uuid4()
+    claims = {"role": user.role, "fam": str(family_id), "gen": user.token_generation}
+    access = create_access_token(identity=str(user.id), additional_claims=claims)
+    refresh_jti = str(uuid.uuid4())
+    refresh_expires = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+    refresh = create_refresh_token(
+        identity=str(user.id), additional_claims={"fam": str(family_id), "jti": refresh_jti, "gen": user.token_generation})
+    db.session.add(RefreshToken(jti=refresh_jti, user_id=user.id, family_id=family_id,
+                                expires_at=_expiry(refresh_expires)))
+    db.session.flush()
+    return {
+        "access_token": access,
+        "refresh_token": refresh,
+        "token_type": "bearer",
+        "expires_in": int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
+        "requires_2fa": False,
+    }
+
+
+def token_is_current(user: User, claims: dict) -> bool:
+    return claims.get("gen") == user.token_generation
+
+
+def revoke_family(family_id: uuid.UUID) -> None:
+    """Revoke every refresh token of a family, and every access token minted from it."""
+    db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    tokens.revoke(f"family:{family_id}", _expiry(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]))
+
+
+def void_all_tokens(user: User) -> None:
+    """Password change, disable, 2FA reset: every token issued so far stops working."""
+    user.token_generation += 1
+    db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+def _decode(token: str, expected_type: str) -> dict:
+    try:
+        claims = decode_token(token)
+    except PyJWTError as exc:
+        raise Unauthorized(f"The {expected_type} token is invalid or expired.") from exc
+    if claims.get("type") != expected_type and claims.get("purpose") != expected_type:
+        raise Unauthorized(f"This is not a {expected_type} token.")
+    return claims
+
+
+def _active_user(user_id: str) -> User:
+    try:
+        user = db.session.get(User, uuid.UUID(user_id))
+    except ValueError:
+        user = None
+    if user is None or not user.is_active:
+        raise Unauthorized("The account is disabled or does not exist.")
+    return user
+
+
+# --- flows ------------------------------------------------------------------------------------
+
+def login(username: str, password: str, client_ip: str) -> dict:
+    checks = _login_checks(username, client_ip)
+    _ensure_not_locked(checks, "login")
+    user = find_user(username)
+    if not _password_matches(user, password) or not user.is_active:
+        _record_failure(checks)
+        log.info("failed login for %r from %s", username[:64], client_ip)
+        raise Unauthorized(BAD_CREDENTIALS)
+    if user.two_factor_enabled:
+        temp = create_access_token(
+            identity=str(user.id),
+            additional_claims={"purpose": TOTP_PURPOSE, "gen": user.token_generation},
+            expires_delta=current_app.config["MCC_2FA_TOKEN_EXPIRES"],
+        )
+        return {
+            "access_token": None,
+            "refresh_token": None,
+            "token_type": "bearer",
+            "expires_in": int(current_app.config["MCC_2FA_TOKEN_EXPIRES"].total_seconds()),
+            "requires_2fa": True,
+            "temp_token": temp,
+        }
+    user.last_login_at = utcnow()
+    log.info("login of %s (%s)", user.username, user.role)
+    return issue_tokens(user)
+
+
+def _accept_totp_code(user: User, secret: str, code: str) -> bool:
+    """True when ``code`` is valid now (±1 step) and its step is newer than any used before.
+
+    The step is claimed with one conditional UPDATE, so two requests racing with the same code
+    cannot both win.
+    """
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    for drift in (0, -1, 1):
+        at = now + drift * totp.interval
+        if hmac.compare_digest(totp.at(at), code):
+            step = int(at // totp.interval)
+            claimed = db.session.execute(
+                update(User)
+                .where(User.id == user.id)
+                .where((User.totp_last_step.is_(None)) | (User.totp_last_step < step))
+                .values(totp_last_step=step)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if claimed:
+                user.totp_last_step = step
+            return bool(claimed)
+    return False
+
+
+def verify_two_factor(temp_token: str, code: str, client_ip: str) -> dict:
+    claims = _decode(temp_token, TOTP_PURPOSE)
+    if claims.get("purpose") != TOTP_PURPOSE:
+        raise Unauthorized("This is not a 2FA temp token.")
+    if tokens.is_revoked(f"jti:{claims['jti']}"):
+        raise Unauthorized("This 2FA temp token was already used.")
+    user = _active_user(claims["sub"])
+    if not token_is_current(user, claims) or not user.two_factor_enabled:
+        raise Unauthorized("This 2FA temp token is no longer valid.")
+    checks = [("MCC_2FA_LOCKOUT", ("2fa-fail", str(user.id)))]
+    _ensure_not_locked(checks, "2FA")
+    if not _accept_totp_code(user, user.totp_secret, code):
+        _record_failure(checks)
+        log.info("wrong or reused 2FA code for %s from %s", user.username, client_ip)
+        raise Unauthorized("Invalid or already used 2FA code.")
+    tokens.revoke(f"jti:{claims['jti']}", datetime.fromtimestamp(claims["exp"], timezone.utc))
+    user.last_login_at = utcnow()
+    log.info("login of %s (%s) with 2FA", user.username, user.role)
+    return issue_tokens(user)
+
+
+def refresh(refresh_token: str) -> dict:
+    claims = _decode(refresh_token, "refresh")
+    user = _active_user(claims["sub"])
+    row = db.session.get(RefreshToken, claims["jti"])
+    if row is None or not token_is_current(user, claims):
+        raise Unauthorized("The refresh token is not valid.")
+    new_tokens_family = row.family_id
+    # Conditional update: exactly one caller can rotate a given refresh token.
+    rotated = db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.jti == row.jti, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not rotated:
+        # A revoked refresh token came back: it was stolen or replayed. End the whole session.
+        revoke_family(row.family_id)
+        db.session.commit()
+        log.warning("refresh token reuse for %s; family %s revoked", user.username, row.family_id)
+        raise Unauthorized("This refresh token was already used; the session has been revoked. Log in again.")
+    issued = issue_tokens(user, new_tokens_family)
+    row.replaced_by = decode_token(issued["refresh_token"])["jti"]
+    return issued
+
+
+def logout(access_claims: dict, refresh_token: str | None) -> None:
+    tokens.revoke(f"jti:{access_claims['jti']}", datetime.fromtimestamp(access_claims["exp"], timezone.utc))
+    if refresh_token:
+        claims = _decode(refresh_token, "refresh")
+        if claims["sub"] != access_claims["sub"]:
+            raise Unauthorized("The refresh token belongs to another user.")
+        revoke_family(uuid.UUID(claims["fam"]))
+
+
+def begin_two_factor_setup(user: User) -> dict:
+    if user.two_factor_enabled:
+        raise Conflict("Two-factor authentication is already enabled; reset it first.")
+    user.totp_pending_secret = pyotp.random_base32()
+    uri = pyotp.TOTP(user.totp_pending_secret).provisioning_uri(name=user.username, issuer_name="MCC")
+    return {"secret": user.totp_pending_secret, "provisioning_uri": uri}
+
+
+def enable_two_factor(user: User, code: str) -> None:
+    if user.two_factor_enabled:
+        raise Conflict("Two-factor authentication is already enabled.")
+    if not user.totp_pending_secret:
+        raise Conflict("Call /auth/2fa/setup first.")
+    checks = [("MCC_2FA_LOCKOUT", ("2fa-fail", str(user.id)))]
+    _ensure_not_locked(checks, "2FA")
+    if not _accept_totp_code(user, user.totp_pending_secret, code):
+        _record_failure(checks)
+        raise ValidationFailed("The code does not match the secret.", {"code": ["Invalid code."]})
+    user.totp_secret, user.totp_pending_secret = user.totp_pending_secret, None

@@ -1,0 +1,69 @@
+"""User administration (the CLI and, later, an admin API call these)."""
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+
+from mcc.errors import Conflict, NotFound, ValidationFailed
+from mcc.extensions import db
+from mcc.models.auth import ROLES, User
+from mcc.services.auth import find_user, hash_password, void_all_tokens
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD_LENGTH = 10
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.",
+                               {"password": ["Too short."]})
+
+
+def create_user(username: str, password: str, role: str) -> User:
+    if not USERNAME.match(username):
+        raise ValidationFailed("Usernames are 1-64 letters, digits or . _ @ -", {"username": ["Invalid."]})
+    if role not in ROLES:
+        raise ValidationFailed(f"Role must be one of {', '.join(ROLES)}.", {"role": ["Invalid."]})
+    _check_password(password)
+    if find_user(username):
+        raise Conflict(f"User {username!r} already exists.")
+    user = User(username=username.lower(), password_hash=hash_password(password), role=role)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def get_user(username: str) -> User:
+    user = find_user(username)
+    if user is None:
+        raise NotFound(f"User {username!r} not found.")
+    return user
+
+
+def list_users() -> list[User]:
+    return list(db.session.execute(select(User).order_by(User.username)).scalars())
+
+
+def set_password(username: str, password: str) -> User:
+    _check_password(password)
+    user = get_user(username)
+    user.password_hash = hash_password(password)
+    void_all_tokens(user)
+    return user
+
+
+def disable_user(username: str) -> User:
+    user = get_user(username)
+    user.is_active = False
+    void_all_tokens(user)
+    return user
+
+
+def reset_two_factor(username: str) -> User:
+    user = get_user(username)
+    user.totp_secret = None
+    user.totp_pending_secret = None
+    user.totp_last_step = None
+    void_all_tokens(user)
+    return user

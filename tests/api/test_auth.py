@@ -1,0 +1,273 @@
+"""Login, tokens, 2FA and roles over HTTP."""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pyotp
+from flask_jwt_extended import create_access_token
+
+from tests.factories import PASSWORD, auth_headers, login, make_user
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_login_returns_the_spec_token_body(client):
+    """A correct login answers access and refresh tokens that expire in 900 s."""
+    user = make_user("viewer")
+    body = login(client, user.username)
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 900
+    assert body["requires_2fa"] is False
+    assert body["access_token"] and body["refresh_token"]
+    me = client.get("/api/v1/auth/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200
+    assert me.get_json()["username"] == user.username
+    assert me.get_json()["role"] == "viewer"
+
+
+def test_username_is_case_insensitive(client):
+    make_user("viewer", username="Alice")
+    assert login(client, "ALICE")["access_token"]
+
+
+def test_wrong_password_and_unknown_user_look_the_same(client):
+    """No hint whether the user exists."""
+    user = make_user()
+    wrong = client.post("/api/v1/auth/login", json={"username": user.username, "password": "nope-nope-nope"})
+    unknown = client.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope-nope-nope"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.get_json()["error"]["code"] == unknown.get_json()["error"]["code"] == "UNAUTHORIZED"
+    assert wrong.get_json()["error"]["message"] == unknown.get_json()["error"]["message"]
+
+
+def test_disabled_user_cannot_log_in(client):
+    from mcc.extensions import db
+
+    user = make_user()
+    user.is_active = False
+    db.session.commit()
+    response = client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD})
+    assert response.status_code == 401
+
+
+def test_repeated_failures_lock_the_username_from_that_address(client):
+    """Five failures from one IP lock that username there; another IP still logs in."""
+    user = make_user()
+    attacker = {"REMOTE_ADDR": "10.9.9.9"}
+    for _ in range(5):
+        r = client.post("/api/v1/auth/login", json={"username": user.username, "password": "wrong-wrong"},
+                        environ_base=attacker)
+        assert r.status_code == 401
+    locked = client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD},
+                         environ_base=attacker)
+    assert locked.status_code == 429
+    assert locked.get_json()["error"]["code"] == "RATE_LIMITED"
+    assert int(locked.headers["Retry-After"]) > 0
+    # The real user, elsewhere, is not locked out.
+    assert login(client, user.username, REMOTE_ADDR="10.1.1.1")["access_token"]
+
+
+def test_successful_logins_from_many_addresses_are_not_throttled(client):
+    user = make_user()
+    for i in range(15):
+        assert login(client, user.username, REMOTE_ADDR=f"10.2.0.{i}")["access_token"]
+
+
+def test_login_has_a_tighter_per_ip_limit(client):
+    """MCC_LOGIN_RATE_LIMIT (10/min) applies per client IP to the login endpoint."""
+    user = make_user()
+    codes = [client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD},
+                         environ_base={"REMOTE_ADDR": "10.3.3.3"}).status_code for _ in range(11)]
+    assert codes[:10] == [200] * 10
+    assert codes[10] == 429
+
+
+def test_expired_access_token_is_refused(app, client):
+    user = make_user()
+    with app.test_request_context():
+        token = create_access_token(identity=str(user.id), expires_delta=timedelta(seconds=-5))
+    response = client.get("/api/v1/auth/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert "expired" in response.get_json()["error"]["message"]
+
+
+def test_garbage_and_malformed_authorization_are_refused(client):
+    for header in ("Bearer not-a-jwt", "Basic Zm9vOmJhcg==", "Bearer", "Bearer a.b.c"):
+        response = client.get("/api/v1/auth/me", headers={"Authorization": header})
+        assert response.status_code == 401, header
+        assert response.get_json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_token_signed_with_another_key_is_refused(client):
+    import jwt as pyjwt
+
+    forged = pyjwt.encode({"sub": "x", "type": "access", "jti": "j", "fresh": False, "iat": int(time.time()),
+                           "exp": int(time.time()) + 600}, "some-other-key", algorithm="HS256")
+    assert client.get("/api/v1/auth/me", headers=bearer(forged)).status_code == 401
+
+
+def test_refresh_token_is_not_an_access_token(client):
+    user = make_user()
+    tokens = login(client, user.username)
+    assert client.get("/api/v1/auth/me", headers=bearer(tokens["refresh_token"])).status_code == 401
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(client):
+    """Each refresh gives a new refresh token; replaying a used one ends the whole session."""
+    user = make_user()
+    first = login(client, user.username)
+    second = client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}).get_json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["expires_in"] == 900
+    assert client.get("/api/v1/auth/me", headers=bearer(second["access_token"])).status_code == 200
+
+    replay = client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert replay.status_code == 401
+    assert "already used" in replay.get_json()["error"]["message"]
+    # The thief's reuse also kills the legitimate continuation of that session...
+    later = client.post("/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    assert later.status_code == 401
+    # ...and the access tokens minted from it.
+    assert client.get("/api/v1/auth/me", headers=bearer(second["access_token"])).status_code == 401
+    # Another session of the same user is untouched.
+    other = login(client, user.username)
+    assert client.get("/api/v1/auth/me", headers=bearer(other["access_token"])).status_code == 200
+
+
+def test_access_token_cannot_be_used_to_refresh(client):
+    user = make_user()
+    tokens = login(client, user.username)
+    response = client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["access_token"]})
+    assert response.status_code == 401
+
+
+def test_logout_revokes_access_and_refresh_tokens(client):
+    user = make_user()
+    tokens = login(client, user.username)
+    out = client.post("/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]},
+                      headers=bearer(tokens["access_token"]))
+    assert out.status_code == 204
+    assert client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"])).status_code == 401
+    assert client.post("/api/v1/auth/refresh",
+                       json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+
+
+def test_revocation_survives_a_redis_flush(client, redis_client):
+    """Revocations are kept in the database and reloaded when Redis has lost them."""
+    user = make_user()
+    tokens = login(client, user.username)
+    client.post("/api/v1/auth/logout", json={}, headers=bearer(tokens["access_token"]))
+    redis_client.flushdb()
+    assert client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"])).status_code == 401
+
+
+def test_password_change_voids_existing_tokens(client):
+    from mcc.extensions import db
+    from mcc.services.users import set_password
+
+    user = make_user()
+    tokens = login(client, user.username)
+    set_password(user.username, "a brand new password")
+    db.session.commit()
+    assert client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"])).status_code == 401
+    assert client.post("/api/v1/auth/refresh",
+                       json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+
+
+# --- 2FA --------------------------------------------------------------------------------------
+
+def enable_2fa(client, headers) -> pyotp.TOTP:
+    setup = client.post("/api/v1/auth/2fa/setup", headers=headers)
+    assert setup.status_code == 200
+    body = setup.get_json()
+    assert body["provisioning_uri"].startswith("otpauth://totp/")
+    totp = pyotp.TOTP(body["secret"])
+    # A code from the previous time step: the step the login test uses next must be newer.
+    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": totp.at(time.time() - 30)}, headers=headers)
+    assert enabled.status_code == 204, enabled.get_json()
+    return totp
+
+
+def test_two_factor_login_flow(client):
+    user = make_user()
+    totp = enable_2fa(client, auth_headers(client, user))
+
+    first = client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD}).get_json()
+    assert first["requires_2fa"] is True
+    assert first["access_token"] is None and first["refresh_token"] is None
+    temp = first["temp_token"]
+    # A temp token opens nothing else.
+    assert client.get("/api/v1/auth/me", headers=bearer(temp)).status_code == 401
+    assert client.post("/api/v1/auth/refresh", json={"refresh_token": temp}).status_code == 401
+
+    verified = client.post("/api/v1/auth/2fa/verify", json={"temp_token": temp, "code": totp.now()})
+    assert verified.status_code == 200, verified.get_json()
+    body = verified.get_json()
+    assert body["requires_2fa"] is False and body["expires_in"] == 900
+    assert client.get("/api/v1/auth/me", headers=bearer(body["access_token"])).get_json()["two_factor_enabled"]
+
+    # The temp token is single use, and so is the code.
+    again = client.post("/api/v1/auth/2fa/verify", json={"temp_token": temp, "code": totp.now()})
+    assert again.status_code == 401
+    second = client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD}).get_json()
+    replay = client.post("/api/v1/auth/2fa/verify", json={"temp_token": second["temp_token"], "code": totp.now()})
+    assert replay.status_code == 401
+    assert "already used" in replay.get_json()["error"]["message"]
+
+
+def test_two_factor_enable_refuses_a_wrong_code(client):
+    user = make_user()
+    headers = auth_headers(client, user)
+    client.post("/api/v1/auth/2fa/setup", headers=headers)
+    response = client.post("/api/v1/auth/2fa/enable", json={"code": "000000"}, headers=headers)
+    assert response.status_code == 422
+    assert "code" in response.get_json()["error"]["details"]
+    # Still not enabled: the password alone logs in.
+    assert login(client, user.username)["requires_2fa"] is False
+
+
+def test_two_factor_brute_force_is_bounded(client):
+    user = make_user()
+    totp = enable_2fa(client, auth_headers(client, user))
+    temp = client.post("/api/v1/auth/login",
+                       json={"username": user.username, "password": PASSWORD}).get_json()["temp_token"]
+    wrong = f"{(int(totp.now()) + 1) % 1_000_000:06d}"
+    codes = [client.post("/api/v1/auth/2fa/verify", json={"temp_token": temp, "code": wrong},
+                         environ_base={"REMOTE_ADDR": f"10.4.0.{i}"}).status_code for i in range(5)]
+    assert codes == [401] * 5
+    # Even the right code is refused now, from any address.
+    locked = client.post("/api/v1/auth/2fa/verify", json={"temp_token": temp, "code": totp.now()},
+                         environ_base={"REMOTE_ADDR": "10.4.1.1"})
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) > 0
+
+
+# --- roles ------------------------------------------------------------------------------------
+
+def test_only_admins_manage_users(client):
+    admin, operator, viewer = make_user("admin"), make_user("operator"), make_user("viewer")
+    for user in (operator, viewer):
+        response = client.get("/api/v1/users", headers=auth_headers(client, user))
+        assert response.status_code == 403
+        assert response.get_json()["error"]["code"] == "FORBIDDEN"
+    listing = client.get("/api/v1/users", headers=auth_headers(client, admin))
+    assert listing.status_code == 200
+    assert listing.get_json()["total"] == 3
+    created = client.post("/api/v1/users", headers=auth_headers(client, admin),
+                          json={"username": "newbie", "password": "long enough pw", "role": "viewer"})
+    assert created.status_code == 201
+    assert created.get_json()["role"] == "viewer"
+
+
+def test_role_change_takes_effect_at_once(client):
+    admin, target = make_user("admin"), make_user("admin")
+    target_headers = auth_headers(client, target)
+    demoted = client.patch(f"/api/v1/users/{target.id}", json={"role": "viewer"},
+                           headers=auth_headers(client, admin))
+    assert demoted.status_code == 200
+    # The old admin token is void; a new login carries the new role.
+    assert client.get("/api/v1/users", headers=target_headers).status_code == 401
+    assert client.get("/api/v1/users", headers=auth_headers(client, target)).status_code == 403

@@ -1,0 +1,69 @@
+"""Real processes for integration tests: the Procfile's lines, run as an operator would."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+class Process:
+    """A Procfile command run through the shell, its output kept in a log file."""
+
+    def __init__(self, command: str, env: dict, log_path: Path):
+        self.command = command
+        self.log_path = log_path
+        full_env = {**os.environ, **env, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=full_env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        self._log.close()
+
+
+def start_web(env: dict, log_path: Path, extra_env: dict | None = None) -> tuple[Process, str]:
+    port = free_port()
+    process = Process(procfile()["web"], {**env, **(extra_env or {}), "PORT": str(port)}, log_path)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"web process exited:\n{process.output()}")
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process, base
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    process.stop()
+    raise RuntimeError(f"web process did not answer within 30 s:\n{process.output()}")

@@ -1,0 +1,47 @@
+"""``python -m workers``: an RQ worker on MCC's queues (the Procfile's ``worker:`` line).
+
+The app and every job module are imported here, once, before RQ forks a work horse per job, so
+a job does not pay for imports (see DESIGN.md, "Pitfalls"). The engine is disposed so that no
+pooled database connection crosses a fork.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rq import Worker
+from rq.serializers import JSONSerializer
+
+from mcc import create_app
+from mcc.extensions import db
+from mcc.jobs import QUEUES
+from mcc.redis_store import get_redis
+from workers import context, maintenance  # noqa: F401  (preload job modules)
+
+log = logging.getLogger("workers")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run an MCC RQ worker.")
+    parser.add_argument("queues", nargs="*", default=list(QUEUES), help=f"queues (default: {' '.join(QUEUES)})")
+    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    args = parser.parse_args(argv)
+
+    app = create_app()
+    context.set_app(app)
+    with app.app_context():
+        redis = get_redis()
+        if redis is None:
+            log.error("REDIS_URL is not set: in embedded mode jobs run inside the web process; "
+                      "a worker needs Redis.")
+            return 2
+        db.engine.dispose()
+        worker = Worker(args.queues, connection=redis, serializer=JSONSerializer)
+        log.info("worker %s listening on %s", worker.name, ", ".join(args.queues))
+        worker.work(burst=args.burst, logging_level=app.config["MCC_LOG_LEVEL"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
