@@ -46,7 +46,10 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()), render_as_batch=True, compare_type=True)
     jwt.init_app(app)
+    # Unmatched paths (404/405) count too: the limiter skips requests without an endpoint.
+    app.config.setdefault("RATELIMIT_REQUEST_IDENTIFIER", lambda: request.endpoint or "unmatched")
     limiter.init_app(app)
+    limiter.request_filter(lambda: not request.path.startswith("/api/v1"))
     app.before_request(security.authenticate_api_request)
     app.before_request(_require_json_body)
     security.init_app(app)

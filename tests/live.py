@@ -62,7 +62,7 @@ def start_web(env: dict, log_path: Path, extra_env: dict | None = None) -> tuple
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return process, base
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.1)
     process.stop()

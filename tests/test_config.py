@@ -1,0 +1,44 @@
+"""Configuration comes from the environment only, with safe defaults."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcc.config import VARIABLES, ConfigError, load_config, normalise_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("url", [
+    "postgres://u:p@h:5432/d", "postgresql://u:p@h:5432/d", "postgresql+psycopg2://u:p@h:5432/d"])
+def test_every_postgres_spelling_uses_psycopg2(url):
+    assert normalise_database_url(url) == "postgresql+psycopg2://u:p@h:5432/d"
+
+
+def test_production_refuses_to_start_without_a_secret(tmp_path):
+    with pytest.raises(ConfigError, match="MCC_SECRET_KEY"):
+        load_config({"MCC_ENV": "production", "MCC_INSTANCE_PATH": str(tmp_path)})
+
+
+def test_development_secret_is_generated_once_and_kept(tmp_path):
+    env = {"MCC_INSTANCE_PATH": str(tmp_path)}
+    first, second = load_config(env)["SECRET_KEY"], load_config(env)["SECRET_KEY"]
+    assert first == second and len(first) >= 64
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_defaults_are_embedded_mode(tmp_path):
+    config = load_config({"MCC_INSTANCE_PATH": str(tmp_path)})
+    assert config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'mcc.db'}"
+    assert config["REDIS_URL"] is None
+    assert config["RATELIMIT_STORAGE_URI"] == "memory://"
+    assert config["RATELIMIT_APPLICATION"] == "100 per minute"
+    assert config["MCC_TRUSTED_PROXIES"] == 0
+    assert config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds() == 900
+
+
+def test_readme_documents_every_variable():
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name, _, _ in VARIABLES if f"`{name}`" not in readme]
+    assert not missing, f"README's variables table lacks {missing}"
