@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 
 from flask import g, jsonify
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,13 @@ def handle_api_error(exc: ApiError):
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
+def handle_backing_service_down(exc: Exception):
+    # Redis or the database went away: say so (503), the client may retry; not a bug (500).
+    log.error("backing service unavailable: %s: %s", type(exc).__name__, exc)
+    return error_response(503, "SERVICE_UNAVAILABLE", "A backing service is unavailable; retry shortly.",
+                          headers={"Retry-After": "5"})
+
+
 def handle_unexpected(exc: Exception):
     # The trace goes to the log with the request id, never to the client.
     log.exception("unhandled exception")
@@ -149,4 +159,7 @@ def handle_unexpected(exc: Exception):
 def init_app(app) -> None:
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(RedisConnectionError, handle_backing_service_down)
+    app.register_error_handler(RedisTimeoutError, handle_backing_service_down)
+    app.register_error_handler(OperationalError, handle_backing_service_down)
     app.register_error_handler(Exception, handle_unexpected)

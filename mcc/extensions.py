@@ -7,7 +7,8 @@ from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints keep Alembic autogenerate stable across PostgreSQL and SQLite.
@@ -30,3 +31,12 @@ jwt = JWTManager()
 # The client IP comes from ProxyFix (MCC_TRUSTED_PROXIES), never from a raw X-Forwarded-For.
 limiter = Limiter(key_func=get_remote_address)
 socketio = SocketIO()
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection, _record):
+    # SQLite ignores ON DELETE CASCADE unless asked; PostgreSQL always honours it.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

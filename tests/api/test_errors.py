@@ -142,12 +142,21 @@ def test_health_and_readiness(client):
     assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
-def test_readiness_reports_a_dead_redis(test_env):
-    from mcc import create_app
+def test_readiness_and_api_report_a_dead_redis(test_env, tmp_path):
+    """With Redis gone, /readyz says so (503) and the API answers 503, not 500."""
+    from tests.live import start_web
 
-    app = create_app({"TESTING": True}, env={**test_env, "REDIS_URL": "redis://127.0.0.1:1/0"})
-    response = app.test_client().get("/readyz")
-    assert response.status_code == 503
-    body = response.get_json()
-    assert body["checks"]["database"] == "ok"
-    assert body["checks"]["redis"].startswith("unreachable")
+    web, base = start_web(test_env, tmp_path / "web.log", {"REDIS_URL": "redis://127.0.0.1:1/0"})
+    try:
+        import requests
+
+        response = requests.get(f"{base}/readyz", timeout=5)
+        assert response.status_code == 503
+        body = response.json()
+        assert body["checks"]["database"] == "ok"
+        assert body["checks"]["redis"].startswith("unreachable")
+        api = requests.get(f"{base}/api/v1/auth/me", timeout=10)
+        assert api.status_code == 503
+        assert api.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    finally:
+        web.stop()

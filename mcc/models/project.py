@@ -1,0 +1,30 @@
+"""Projects, bound to one GitHub repository each."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Index, String, Text, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mcc.extensions import db
+from mcc.models.types import created_at_column, utcnow, uuid_pk
+
+
+class Project(db.Model):
+    __tablename__ = "projects"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    github_repo: Mapped[str] = mapped_column(String(140), nullable=False)
+    github_app_id: Mapped[str | None] = mapped_column(String(64))
+    github_installation_id: Mapped[str | None] = mapped_column(String(64))
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
+                                                 onupdate=utcnow)
+
+
+# owner/repo is case-insensitive on GitHub: one project per repository.
+Index("uq_projects_github_repo_lower", func.lower(Project.github_repo), unique=True)

@@ -1,0 +1,84 @@
+"""Agents of a project: configuration, memory reset, live statistics."""
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from mcc.errors import ValidationFailed
+from mcc.extensions import db
+from mcc.models.agent import Agent
+from mcc.models.conversation import Message
+from mcc.models.types import utcnow
+from mcc.services.clock import start_of_today
+from mcc.services.lookup import get_scoped
+from mcc.services.projects import get_project
+
+MODEL_CONFIG_FIELDS = ("model", "temperature", "max_tokens")
+
+
+def get_agent(project_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
+    return get_scoped(Agent, agent_id, project_id, "Agent")
+
+
+def list_agents(project_id: uuid.UUID, page: int, limit: int) -> tuple[list[Agent], int]:
+    get_project(project_id)
+    query = select(Agent).where(Agent.project_id == project_id)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    items = db.session.scalars(query.order_by(Agent.created_at, Agent.id).offset((page - 1) * limit).limit(limit))
+    return list(items), total
+
+
+def agent_stats(agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
+    stats = {aid: {"messages_today": 0, "cost_today": 0.0} for aid in agent_ids}
+    if agent_ids:
+        rows = db.session.execute(
+            select(Message.agent_id, func.count(), func.coalesce(func.sum(Message.cost_usd), 0))
+            .where(Message.agent_id.in_(agent_ids), Message.created_at >= start_of_today())
+            .group_by(Message.agent_id))
+        for aid, count, cost in rows:
+            stats[aid] = {"messages_today": count, "cost_today": float(Decimal(cost))}
+    return stats
+
+
+def _flush_unique_name(agent: Agent) -> None:
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError as exc:
+        raise ValidationFailed(f"An agent named {agent.name!r} already exists in this project.",
+                               {"name": ["Already used in this project."]}) from exc
+
+
+def _apply(agent: Agent, data: dict) -> None:
+    for key, value in (data.pop("model_config", None) or {}).items():
+        setattr(agent, key, value)
+    for key, value in data.items():
+        setattr(agent, key, value)
+
+
+def create_agent(project_id: uuid.UUID, data: dict) -> Agent:
+    get_project(project_id)
+    agent = Agent(project_id=project_id)
+    _apply(agent, dict(data))
+    db.session.add(agent)
+    _flush_unique_name(agent)
+    return agent
+
+
+def update_agent(project_id: uuid.UUID, agent_id: uuid.UUID, data: dict) -> Agent:
+    agent = get_agent(project_id, agent_id)
+    _apply(agent, dict(data))
+    _flush_unique_name(agent)
+    return agent
+
+
+def reset_agent(project_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
+    """Forget: later turns see no message from before now. History stays for audit."""
+    agent = get_agent(project_id, agent_id)
+    agent.memory_reset_at = utcnow()
+    agent.status = "idle"
+    db.session.flush()
+    return agent

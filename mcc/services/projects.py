@@ -1,0 +1,92 @@
+"""Projects and their live statistics."""
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from mcc.errors import ValidationFailed
+from mcc.extensions import db
+from mcc.models.conversation import Conversation, Message
+from mcc.models.github import Issue
+from mcc.models.project import Project
+from mcc.services.clock import start_of_today
+from mcc.services.lookup import get_scoped
+
+
+def get_project(project_id: uuid.UUID) -> Project:
+    return get_scoped(Project, project_id, label="Project")
+
+
+def list_projects(page: int, limit: int, is_active: bool | None = None) -> tuple[list[Project], int]:
+    query = select(Project)
+    if is_active is not None:
+        query = query.where(Project.is_active.is_(is_active))
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    items = db.session.scalars(
+        query.order_by(Project.created_at.desc(), Project.id).offset((page - 1) * limit).limit(limit)).all()
+    return list(items), total
+
+
+def project_stats(project_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
+    """Stats for many projects in three grouped queries, whatever their number."""
+    stats = {pid: {"open_issues": 0, "active_conversations": 0, "today_cost": 0.0} for pid in project_ids}
+    if not project_ids:
+        return stats
+    open_issues = db.session.execute(
+        select(Issue.project_id, func.count())
+        .where(Issue.project_id.in_(project_ids), Issue.state == "open")
+        .group_by(Issue.project_id))
+    for pid, count in open_issues:
+        stats[pid]["open_issues"] = count
+    active = db.session.execute(
+        select(Conversation.project_id, func.count())
+        .where(Conversation.project_id.in_(project_ids), Conversation.status == "active")
+        .group_by(Conversation.project_id))
+    for pid, count in active:
+        stats[pid]["active_conversations"] = count
+    cost = db.session.execute(
+        select(Conversation.project_id, func.coalesce(func.sum(Message.cost_usd), 0))
+        .join(Message, Message.conversation_id == Conversation.id)
+        .where(Conversation.project_id.in_(project_ids), Message.created_at >= start_of_today())
+        .group_by(Conversation.project_id))
+    for pid, total in cost:
+        stats[pid]["today_cost"] = float(Decimal(total))
+    return stats
+
+
+def _check_repo_free(github_repo: str, except_id: uuid.UUID | None = None) -> None:
+    query = select(Project.id, Project.name).where(func.lower(Project.github_repo) == github_repo.lower())
+    if except_id is not None:
+        query = query.where(Project.id != except_id)
+    clash = db.session.execute(query).first()
+    if clash:
+        raise ValidationFailed(
+            f"The repository {github_repo} is already bound to project {clash.name!r}.",
+            {"github_repo": [f"Already used by project {clash.id}."]})
+
+
+def create_project(data: dict) -> Project:
+    _check_repo_free(data["github_repo"])
+    project = Project(**data)
+    db.session.add(project)
+    db.session.flush()
+    return project
+
+
+def update_project(project_id: uuid.UUID, data: dict) -> Project:
+    project = get_project(project_id)
+    if "github_repo" in data:
+        _check_repo_free(data["github_repo"], except_id=project.id)
+    for key, value in data.items():
+        setattr(project, key, value)
+    db.session.flush()
+    return project
+
+
+def delete_project(project_id: uuid.UUID) -> None:
+    """Delete the project; the database cascades to everything that belongs to it."""
+    project = get_project(project_id)
+    db.session.delete(project)
+    db.session.flush()
