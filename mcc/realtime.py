@@ -20,6 +20,7 @@ from flask_jwt_extended import decode_token
 from flask_socketio import emit, join_room, leave_room
 from jwt.exceptions import ExpiredSignatureError, PyJWTError
 from limits import parse
+from socketio.exceptions import ConnectionRefusedError as SocketConnectionRefused
 
 from mcc.errors import ApiError, Forbidden, TooManyAttempts, Unauthorized, ValidationFailed
 from mcc.extensions import db, limiter, socketio
@@ -160,8 +161,42 @@ def _refuse(exc: ApiError, code: str | None = None) -> dict:
     error = {"code": code or exc.code, "message": exc.message, "details": exc.details}
     emit("error", error)
     if isinstance(exc, Unauthorized):
-        socketio.server.disconnect(request.sid, namespace="/")
+        _cut(request.sid, delay=0.2)  # after the ack has gone out
     return {"ok": False, "error": error}
+
+
+def _cut(sid: str, delay: float = 0.0) -> None:
+    """Disconnect a connection whose token is no longer good; it leaves every room at once."""
+    with _connections_lock:
+        _connections.pop(sid, None)
+    for room in list(socketio.server.rooms(sid, namespace="/")):
+        if room != sid:
+            socketio.server.leave_room(sid, room, namespace="/")
+
+    def disconnect_later():
+        socketio.sleep(delay)
+        socketio.server.disconnect(sid, namespace="/")
+    socketio.start_background_task(disconnect_later)
+
+
+def _sweep_connections(app, interval: float) -> None:
+    """Cut connections whose token expired or was revoked, even if they only listen."""
+    while True:
+        socketio.sleep(interval)
+        with app.app_context():
+            for sid, connection in list(_connections.items()):
+                keys = [f"jti:{connection.jti}"] + ([f"family:{connection.family}"] if connection.family else [])
+                try:
+                    gone = connection.expires_at <= time.time() or tokens.is_revoked(*keys)
+                except Exception:  # Redis briefly away: try again next round
+                    log.warning("socket sweep could not check tokens", exc_info=True)
+                    break
+                if gone:
+                    log.info("socket %s cut: token expired or revoked", sid)
+                    _cut(sid)
+
+
+_sweeper_started = False
 
 
 def init_app(app) -> None:
@@ -182,9 +217,14 @@ def on_connect(auth=None):
         connection = _authenticate(_token_from_handshake(auth))
     except Unauthorized as exc:
         log.info("socket connection refused: %s", exc.message)
-        raise ConnectionRefusedError({"code": "UNAUTHORIZED", "message": exc.message})
+        raise SocketConnectionRefused(exc.message, {"code": "UNAUTHORIZED"})
+    global _sweeper_started
     with _connections_lock:
         _connections[request.sid] = connection
+        if not _sweeper_started:
+            _sweeper_started = True
+            socketio.start_background_task(_sweep_connections, current_app._get_current_object(),
+                                           current_app.config["MCC_SOCKET_SWEEP_SECONDS"])
     log.info("socket %s connected as %s", request.sid, connection.username)
 
 
