@@ -84,6 +84,78 @@ def quickstart_admin(username):
                f"{username}")
 
 
+emergency_cli = AppGroup("emergency", help="Stop every agent at once, or resume them.")
+
+
+@emergency_cli.command("pause-all")
+@click.option("--reason", default=None, help="Why (recorded and shown to every client).")
+def pause_all(reason):
+    """Pause every agent now: no new LLM call starts on any worker."""
+    import getpass
+
+    from mcc.services import emergency
+    from mcc.services.control import announce_pause
+
+    result = _run(lambda: emergency.pause_all(f"cli:{getpass.getuser()}", None, reason))
+    announce_pause(result["state"])
+    click.echo(f"{result['message']} ({result['paused_agents']} agents, "
+               f"{result['active_conversations']} active conversations)")
+
+
+@emergency_cli.command("resume-all")
+def resume_all():
+    """Resume every agent; held work continues in order."""
+    import getpass
+
+    from mcc.services.control import resume_everything
+
+    try:
+        result = resume_everything(f"cli:{getpass.getuser()}", None)
+    except ApiError as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"{result['message']} ({result['resumed_conversations']} conversations had held work)")
+
+
+@emergency_cli.command("status")
+def status():
+    """Print `paused` with who, when and why, or `running`."""
+    from mcc.services import emergency
+
+    state = emergency.current_state()
+    if state:
+        click.echo(f"paused by {state['actor']} ({state['triggered_by']}) at {state['timestamp']}: "
+                   f"{state['reason']}")
+    else:
+        click.echo("running")
+
+
+@click.command("jobs")
+@click.option("--limit", default=50, show_default=True, help="Rows per state.")
+def jobs(limit):
+    """List queued, running and failed agent turns with their conversation and agent."""
+    from sqlalchemy import select
+
+    from mcc.models.agent import Agent
+    from mcc.models.conversation import Conversation
+    from mcc.models.turn import Turn
+
+    for state in ("queued", "held", "running", "failed"):
+        rows = db.session.execute(
+            select(Turn, Conversation.title, Agent.name).join(Conversation, Conversation.id == Turn.conversation_id)
+            .join(Agent, Agent.id == Turn.agent_id).where(Turn.status == state)
+            .order_by(Turn.created_at.desc()).limit(limit)).all()
+        click.echo(f"{state} ({len(rows)}{'+' if len(rows) == limit else ''})")
+        for turn, title, agent_name in rows:
+            line = (f"  turn {turn.id}  agent {agent_name!r}  conversation {title!r} ({turn.conversation_id})"
+                    f"  attempts {turn.attempts}  created {turn.created_at:%Y-%m-%d %H:%M:%S}")
+            if turn.error:
+                line += f"  error: {turn.error}"
+            click.echo(line)
+
+
 def init_app(app) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(quickstart_admin)
+    app.cli.add_command(emergency_cli)
+    app.cli.add_command(jobs)

@@ -10,6 +10,8 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
+from mcc.llm.prices import load_prices
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # name, default, meaning (kept short: it is printed as the README table)
@@ -39,8 +41,32 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_TIMEZONE", "UTC", "timezone of calendar days, weeks and months (stats, budgets)"),
     ("MCC_SOCKETIO_ASYNC_MODE", "threading", "Flask-SocketIO async mode"),
     ("MCC_CORS_ORIGINS", "unset (same origin only)", "comma-separated origins allowed to open Socket.IO"),
+    ("MCC_LLM_BASE_URL", "https://openrouter.ai/api/v1", "OpenAI-compatible Chat Completions base URL"),
+    ("MCC_LLM_API_KEY", "unset (simulated agents)", "gateway API key; unset: a labelled simulated provider answers"),
+    ("MCC_LLM_TIMEOUT", "120", "seconds one gateway request may take"),
+    ("MCC_LLM_MAX_RETRIES", "4", "retries of 429/5xx/connection failures (exponential backoff, jitter)"),
+    ("MCC_LLM_BACKOFF_BASE", "0.5", "first backoff in seconds (doubles each retry)"),
+    ("MCC_LLM_BACKOFF_MAX", "30", "longest backoff in seconds"),
+    ("MCC_LLM_USAGE_ACCOUNTING", "on for OpenRouter URLs", "send `usage: {include: true}` to get `usage.cost`"),
+    ("MCC_LLM_PRICES", "unset", "JSON `{model: {input, output}}` USD per million tokens, over the built-in table"),
+    ("MCC_LLM_PRICES_FILE", "unset", "path of a JSON file shaped like MCC_LLM_PRICES"),
+    ("MCC_CONTEXT_TOKENS", "100000", "prompt budget: history is trimmed (oldest first) to fit"),
+    ("MCC_MAX_CHAIN", "8", "agent turns that may follow one human message, first reply included"),
+    ("MCC_MAX_TOOL_STEPS", "8", "tool round trips inside one turn"),
+    ("MCC_TURN_HEARTBEAT_SECONDS", "10", "liveness beat of a running turn; 3 missed beats = abandoned"),
+    ("MCC_TURN_MAX_ATTEMPTS", "2", "runs of a turn whose worker died before it is marked failed"),
+    ("MCC_REAPER_SECONDS", "15", "how often each worker looks for abandoned turns"),
+    ("MCC_AGENT_BUSY_RETRY_SECONDS", "2", "delay before retrying a turn whose agent is busy elsewhere"),
+    ("RQ_DASHBOARD_USERNAME", "unset", "basic-auth user of the `rqdashboard:` process"),
+    ("RQ_DASHBOARD_PASSWORD", "unset", "basic-auth password of the `rqdashboard:` process"),
     ("PORT", "5000", "port the web process binds (Procfile, quickstart)"),
 ]
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 class ConfigError(RuntimeError):
@@ -115,6 +141,22 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_LOGIN_IP_LOCKOUT": env.get("MCC_LOGIN_IP_LOCKOUT", "50 per 15 minutes"),
         "MCC_2FA_LOCKOUT": env.get("MCC_2FA_LOCKOUT", "5 per 15 minutes"),
         "MCC_2FA_TOKEN_EXPIRES": timedelta(seconds=int(env.get("MCC_2FA_TOKEN_SECONDS", 300))),
+        "MCC_LLM_BASE_URL": env.get("MCC_LLM_BASE_URL", "https://openrouter.ai/api/v1"),
+        "MCC_LLM_API_KEY": env.get("MCC_LLM_API_KEY") or None,
+        "MCC_LLM_TIMEOUT": float(env.get("MCC_LLM_TIMEOUT", 120)),
+        "MCC_LLM_MAX_RETRIES": int(env.get("MCC_LLM_MAX_RETRIES", 4)),
+        "MCC_LLM_BACKOFF_BASE": float(env.get("MCC_LLM_BACKOFF_BASE", 0.5)),
+        "MCC_LLM_BACKOFF_MAX": float(env.get("MCC_LLM_BACKOFF_MAX", 30)),
+        "MCC_LLM_USAGE_ACCOUNTING": _flag(env.get("MCC_LLM_USAGE_ACCOUNTING"),
+                                          "openrouter" in env.get("MCC_LLM_BASE_URL", "openrouter")),
+        "MCC_LLM_PRICE_TABLE": load_prices(env.get("MCC_LLM_PRICES"), env.get("MCC_LLM_PRICES_FILE")),
+        "MCC_CONTEXT_TOKENS": int(env.get("MCC_CONTEXT_TOKENS", 100_000)),
+        "MCC_MAX_CHAIN": int(env.get("MCC_MAX_CHAIN", 8)),
+        "MCC_MAX_TOOL_STEPS": int(env.get("MCC_MAX_TOOL_STEPS", 8)),
+        "MCC_TURN_HEARTBEAT_SECONDS": float(env.get("MCC_TURN_HEARTBEAT_SECONDS", 10)),
+        "MCC_TURN_MAX_ATTEMPTS": int(env.get("MCC_TURN_MAX_ATTEMPTS", 2)),
+        "MCC_REAPER_SECONDS": float(env.get("MCC_REAPER_SECONDS", 15)),
+        "MCC_AGENT_BUSY_RETRY_SECONDS": float(env.get("MCC_AGENT_BUSY_RETRY_SECONDS", 2)),
         # Flask-Limiter: one shared bucket per client IP for the whole API.
         "RATELIMIT_APPLICATION": env.get("MCC_RATE_LIMIT", "100 per minute"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",

@@ -1,21 +1,27 @@
-"""Enqueueing background work: RQ on Redis, or in-process execution in embedded mode.
+"""Enqueueing background work: RQ on Redis, or a background thread in embedded mode.
 
 Jobs are referenced by import path and take ids only (JSON-serialisable arguments).
 """
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from flask import current_app
 from rq import Queue
 from rq.serializers import JSONSerializer
+from rq.utils import import_attribute
 
 from mcc.redis_store import get_redis
 
 log = logging.getLogger(__name__)
 
 QUEUES = ("agent", "github", "default")
-DEFAULT_TIMEOUT = 600
+DEFAULT_TIMEOUT = 900
+# Embedded mode: one process, jobs on two background threads, same job code.
+_embedded_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mcc-job")
 
 
 def get_queue(name: str = "default") -> Queue:
@@ -24,14 +30,28 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=get_redis(), serializer=JSONSerializer)
 
 
-def enqueue(func_path: str, *args, queue: str = "default", job_id: str | None = None,
-            description: str | None = None, timeout: int = DEFAULT_TIMEOUT):
-    """Run ``func_path(*args)`` in a worker; in embedded mode run it now, in this process."""
-    if get_redis() is None:
-        from rq.utils import import_attribute
+def _run_embedded(app, func_path: str, args: tuple) -> None:
+    with app.app_context():
+        try:
+            import_attribute(func_path)(*args)
+        except Exception:
+            log.exception("embedded job %s%r failed", func_path, args)
 
-        log.info("embedded mode: running %s%r in-process", func_path, args)
-        return import_attribute(func_path)(*args)
-    return get_queue(queue).enqueue(
-        func_path, *args, job_id=job_id, description=description or f"{func_path}{args!r}",
-        job_timeout=timeout, failure_ttl=7 * 24 * 3600)
+
+def enqueue(func_path: str, *args, queue: str = "default", job_id: str | None = None,
+            description: str | None = None, timeout: int = DEFAULT_TIMEOUT, delay: float | None = None):
+    """Run ``func_path(*args)`` on a worker (after ``delay`` seconds when given)."""
+    if get_redis() is None:
+        app = current_app._get_current_object()
+        if delay:
+            timer = threading.Timer(delay, lambda: _embedded_pool.submit(_run_embedded, app, func_path, args))
+            timer.daemon = True
+            timer.start()
+        else:
+            _embedded_pool.submit(_run_embedded, app, func_path, args)
+        return None
+    options = dict(job_id=job_id, description=description or f"{func_path}{args!r}", job_timeout=timeout,
+                   failure_ttl=7 * 24 * 3600, result_ttl=3600)
+    if delay:
+        return get_queue(queue).enqueue_in(timedelta(seconds=delay), func_path, *args, **options)
+    return get_queue(queue).enqueue(func_path, *args, **options)

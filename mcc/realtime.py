@@ -265,10 +265,13 @@ def send_message(connection, data):
     from mcc.schemas.conversations import MessageSchema, SocketMessageSchema
     from mcc.services.conversations import post_message
 
+    from mcc.services.turns import announce
+
     body = SocketMessageSchema().load(data)
-    message = post_message(None, body["conversation_id"], connection.user_id, body["content"], body.get("reply_to"))
+    message, queued = post_message(None, body["conversation_id"], connection.user_id, body["content"],
+                                   body.get("reply_to"))
     db.session.commit()
-    publish_message(message)
+    announce(message, queued)
     return {"message": MessageSchema().dump(message)}
 
 

@@ -2,13 +2,14 @@
 
 The app and every job module are imported here, once, before RQ forks a work horse per job, so
 a job does not pay for imports (see DESIGN.md, "Pitfalls"). The engine is disposed so that no
-pooled database connection crosses a fork.
+pooled database connection crosses a fork. A reaper thread recovers turns whose worker died.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import threading
 
 from rq import Worker
 from rq.serializers import JSONSerializer
@@ -17,9 +18,25 @@ from mcc import create_app
 from mcc.extensions import db
 from mcc.jobs import QUEUES
 from mcc.redis_store import get_redis
-from workers import context, maintenance  # noqa: F401  (preload job modules)
+from workers import agent, context, maintenance  # noqa: F401  (preload job modules)
 
 log = logging.getLogger("workers")
+
+
+def _reaper(app, interval: float, stop: threading.Event) -> None:
+    from mcc.services.turns import reap_abandoned
+
+    while True:
+        with app.app_context():
+            try:
+                reap_abandoned()
+            except Exception:
+                log.exception("reaping abandoned turns failed")
+            finally:
+                db.session.remove()
+                db.engine.dispose()  # nothing pooled in the parent when the next horse forks
+        if stop.wait(interval):
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     args = parser.parse_args(argv)
 
-    app = create_app()
+    app = create_app({"MCC_PROCESS": "worker"})
     context.set_app(app)
     with app.app_context():
         redis = get_redis()
@@ -37,9 +54,15 @@ def main(argv: list[str] | None = None) -> int:
                       "a worker needs Redis.")
             return 2
         db.engine.dispose()
+        stop = threading.Event()
+        threading.Thread(target=_reaper, args=(app, app.config["MCC_REAPER_SECONDS"], stop), daemon=True,
+                         name="turn-reaper").start()
         worker = Worker(args.queues, connection=redis, serializer=JSONSerializer)
         log.info("worker %s listening on %s", worker.name, ", ".join(args.queues))
-        worker.work(burst=args.burst, logging_level=app.config["MCC_LOG_LEVEL"])
+        try:
+            worker.work(burst=args.burst, logging_level=app.config["MCC_LOG_LEVEL"], with_scheduler=True)
+        finally:
+            stop.set()
     return 0
 
 

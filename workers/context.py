@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import functools
+import os
 
 _app = None
+_app_pid = None
 
 
 def set_app(app) -> None:
-    global _app
-    _app = app
+    global _app, _app_pid
+    _app, _app_pid = app, os.getpid()
 
 
 def get_app():
     global _app
-    if _app is None:  # a job run outside `python -m workers` (rq CLI, embedded mode tests)
+    if _app is None:  # a job run outside `python -m workers` (rq CLI)
         from mcc import create_app
-        _app = create_app()
+        set_app(create_app({"MCC_PROCESS": "worker"}))
     return _app
 
 
@@ -24,8 +26,18 @@ def job(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from flask import has_app_context
-        if has_app_context():
+
+        if has_app_context():  # embedded mode: the web process runs jobs itself
             return func(*args, **kwargs)
-        with get_app().app_context():
-            return func(*args, **kwargs)
+        app = get_app()
+        with app.app_context():
+            if os.getpid() != _app_pid:
+                # A forked work horse: drop the parent's pooled connections without closing them.
+                from mcc.extensions import db
+                db.engine.dispose(close=False)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                from mcc.extensions import db
+                db.session.remove()
     return wrapper

@@ -6,7 +6,7 @@ from flask_jwt_extended import current_user
 from flask_smorest import Blueprint
 
 from mcc.extensions import db
-from mcc.realtime import publish_conversation_status, publish_message
+from mcc.realtime import publish_conversation_status
 from mcc.schemas.common import page_of
 from mcc.schemas.conversations import (ConversationAgentSchema, ConversationCreateSchema, ConversationDetailSchema,
                                        ConversationPageSchema, ConversationQueryArgsSchema, ConversationSchema,
@@ -14,6 +14,7 @@ from mcc.schemas.conversations import (ConversationAgentSchema, ConversationCrea
                                        MessagePageSchema, MessageSchema)
 from mcc.security import requires_role
 from mcc.services import conversations as service
+from mcc.services import turns
 
 URL_PREFIX = "/projects/<uuid:project_id>/conversations"
 blp = Blueprint("conversations", __name__, description="Conversations between people and agents")
@@ -57,7 +58,10 @@ class ConversationById(MethodView):
     @blp.arguments(ConversationUpdateSchema)
     @blp.response(200, ConversationSchema)
     def patch(self, body, project_id, conversation_id):
-        """Rename a conversation, or complete (status=completed) / reopen (status=active) it (operator)"""
+        """Rename a conversation, or complete (status=completed) / reopen (status=active) it (operator)
+
+        Completing cancels the turns still waiting in it.
+        """
         conversation = service.update_conversation(project_id, conversation_id, body)
         db.session.commit()
         publish_conversation_status(conversation)
@@ -82,10 +86,10 @@ class ConversationMessages(MethodView):
 
         Stored, then pushed as a `message` event to the conversation's room.
         """
-        message = service.post_message(project_id, conversation_id, current_user.id, body["content"],
-                                       body.get("reply_to"))
+        message, queued = service.post_message(project_id, conversation_id, current_user.id, body["content"],
+                                               body.get("reply_to"))
         db.session.commit()
-        publish_message(message)
+        turns.announce(message, queued)
         return message
 
 
@@ -96,6 +100,8 @@ def _status_view(paused: bool, summary: str):
         conversation = service.set_paused(project_id, conversation_id, paused)
         db.session.commit()
         publish_conversation_status(conversation)
+        if not paused:
+            turns.kick(conversation.id)
         return conversation
     post.__doc__ = summary
     return post

@@ -4,3 +4,5 @@ from mcc.models.project import Project  # noqa: F401
 from mcc.models.agent import Agent  # noqa: F401
 from mcc.models.github import Issue  # noqa: F401
 from mcc.models.conversation import Conversation, Message, conversation_agents  # noqa: F401
+from mcc.models.turn import LedgerEntry, Turn  # noqa: F401
+from mcc.models.control import EmergencyEvent, Notification, notification_reads  # noqa: F401

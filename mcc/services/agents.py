@@ -76,9 +76,15 @@ def update_agent(project_id: uuid.UUID, agent_id: uuid.UUID, data: dict) -> Agen
 
 
 def reset_agent(project_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
-    """Forget: later turns see no message from before now. History stays for audit."""
+    """Forget: later turns see no message from before now, and its waiting turns are cancelled.
+
+    History stays for audit.
+    """
+    from mcc.services.turns import cancel_waiting_turns
+
     agent = get_agent(project_id, agent_id)
     agent.memory_reset_at = utcnow()
     agent.status = "idle"
+    cancel_waiting_turns(agent_id=agent.id)
     db.session.flush()
     return agent

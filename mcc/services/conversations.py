@@ -66,16 +66,27 @@ def update_conversation(project_id: uuid.UUID, conversation_id: uuid.UUID, data:
         conversation.title = data["title"]
     if "status" in data:
         conversation.status = data["status"]
+        if data["status"] == "completed":
+            from mcc.services.turns import cancel_waiting_turns
+            cancel_waiting_turns(conversation_id=conversation.id)
     db.session.flush()
     return conversation
 
 
 def set_paused(project_id: uuid.UUID, conversation_id: uuid.UUID, paused: bool) -> Conversation:
+    """Pause: turns not yet calling the LLM wait. Resume: the held turns are queued again, in order.
+
+    The caller commits, then kicks the conversation on resume.
+    """
+    from mcc.services.turns import release_held
+
     conversation = get_conversation(project_id, conversation_id)
     if conversation.status == "completed":
         raise Conflict("The conversation is completed; reopen it (PATCH status=active) first.")
     conversation.status = "paused" if paused else "active"
     db.session.flush()
+    if not paused:
+        release_held(conversation.id)
     return conversation
 
 
@@ -99,8 +110,14 @@ def remove_agent(project_id: uuid.UUID, conversation_id: uuid.UUID, agent_id: uu
 
 
 def post_message(project_id: uuid.UUID | None, conversation_id: uuid.UUID, user_id: uuid.UUID, content: str,
-                 reply_to: uuid.UUID | None = None) -> Message:
-    """Store a person's message. REST and the socket ``send_message`` both come here."""
+                 reply_to: uuid.UUID | None = None) -> tuple[Message, list]:
+    """Store a person's message and queue the agent turns it calls for.
+
+    REST and the socket ``send_message`` both come here; the caller commits, then calls
+    ``turns.announce(message, queued)``.
+    """
+    from mcc.services.turns import schedule_for_human_message
+
     conversation = get_conversation(project_id, conversation_id)
     if conversation.status == "completed":
         raise Conflict("The conversation is completed; reopen it (PATCH status=active) to post.")
@@ -114,7 +131,7 @@ def post_message(project_id: uuid.UUID | None, conversation_id: uuid.UUID, user_
     db.session.add(message)
     conversation.updated_at = utcnow()
     db.session.flush()
-    return message
+    return message, schedule_for_human_message(message)
 
 
 def message_page(conversation_id: uuid.UUID, before: uuid.UUID | None, limit: int) -> tuple[list[Message], bool]:

@@ -1,0 +1,51 @@
+"""/emergency: stop every agent at once, and resume them."""
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from flask_smorest import Blueprint
+
+from mcc.extensions import db
+from mcc.schemas.emergency import EmergencyStatusSchema, PauseAllResultSchema, PauseAllSchema, ResumeAllResultSchema
+from mcc.security import requires_role
+from mcc.services import emergency as service
+from mcc.services.control import announce_pause, announce_resume, resume_everything
+
+URL_PREFIX = "/emergency"
+blp = Blueprint("emergency", __name__, description="Emergency stop of every agent")
+
+
+@blp.route("/pause-all")
+class PauseAll(MethodView):
+    @requires_role("operator")
+    @blp.arguments(PauseAllSchema)
+    @blp.response(200, PauseAllResultSchema)
+    def post(self, body):
+        """EMERGENCY: pause all agents system-wide (operator)
+
+        From the moment this returns no new LLM call starts on any worker; queued and in-flight
+        work is held, not dropped, until resume-all. Every client gets `emergency_pause`.
+        """
+        result = service.pause_all(current_user.username, current_user.id, body.get("reason"))
+        db.session.commit()
+        announce_pause(result["state"])
+        return result
+
+
+@blp.route("/resume-all")
+class ResumeAll(MethodView):
+    @requires_role("admin")
+    @blp.response(200, ResumeAllResultSchema)
+    def post(self):
+        """Resume all agents (admin); held work continues in order. 409 when not paused."""
+        result = resume_everything(current_user.username, current_user.id)
+        return result
+
+
+@blp.route("/status")
+class Status(MethodView):
+    @blp.response(200, EmergencyStatusSchema)
+    def get(self):
+        """Whether agents are paused, and by whom, when and why"""
+        state = service.current_state()
+        return {"status": "paused", **state} if state else {"status": "running"}

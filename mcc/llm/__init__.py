@@ -1,0 +1,1 @@
+"""The LLM gateway client, the price table and the simulated provider."""

@@ -1,0 +1,77 @@
+"""Emergency stop: pause every agent system-wide, and resume them, on record."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy import func, select
+
+from mcc.errors import Conflict
+from mcc.extensions import db
+from mcc.models.agent import Agent
+from mcc.models.control import EmergencyEvent
+from mcc.models.conversation import Conversation
+from mcc.models.types import as_utc
+from mcc.services import coordination
+from mcc.services.notifications import notify
+
+log = logging.getLogger(__name__)
+
+PAUSE_MESSAGE = "All agents paused. Manual resume required."
+
+
+def _state_of(event: EmergencyEvent | None) -> dict:
+    if event is None or event.action != "pause":
+        return {}
+    return {"triggered_by": event.triggered_by, "actor": event.actor, "reason": event.reason,
+            "timestamp": as_utc(event.created_at).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _latest_event() -> EmergencyEvent | None:
+    return db.session.scalars(select(EmergencyEvent).order_by(EmergencyEvent.created_at.desc()).limit(1)).first()
+
+
+def state_from_database() -> dict:
+    return _state_of(_latest_event())
+
+
+def current_state() -> dict | None:
+    """The pause in force ({triggered_by, actor, reason, timestamp}), or None when running."""
+    return coordination.emergency_flag(state_from_database) or None
+
+
+def pause_all(actor: str, user_id: uuid.UUID | None, reason: str | None, triggered_by: str = "user") -> dict:
+    """Stop every new LLM call now. The caller commits, then publishes ``emergency_pause``."""
+    reason = reason or ("Budget limit exceeded" if triggered_by == "system" else "Emergency pause")
+    event = EmergencyEvent(action="pause", triggered_by=triggered_by, user_id=user_id, actor=actor, reason=reason)
+    db.session.add(event)
+    db.session.flush()
+    state = _state_of(event)
+    # The flag goes up first: from here on no call starts, whatever happens to this transaction.
+    in_flight = coordination.set_emergency_flag(state)
+    paused_agents = db.session.scalar(select(func.count()).select_from(Agent).where(Agent.is_active.is_(True)))
+    active = db.session.scalar(select(func.count()).select_from(Conversation)
+                               .where(Conversation.status == "active"))
+    notify("critical", "emergency_pause", "Emergency pause: all agents stopped",
+           f"{actor} paused all agents ({triggered_by}): {reason}", {"event_id": str(event.id)})
+    log.warning("EMERGENCY PAUSE by %s (%s): %s; %s LLM call(s) were already under way",
+                actor, triggered_by, reason, in_flight)
+    return {"paused_agents": paused_agents, "active_conversations": active, "message": PAUSE_MESSAGE,
+            "calls_in_flight": in_flight, "state": state}
+
+
+def resume_all(actor: str, user_id: uuid.UUID | None) -> dict:
+    if not state_from_database():
+        raise Conflict("Agents are not paused.")
+    event = EmergencyEvent(action="resume", triggered_by="user", user_id=user_id, actor=actor)
+    db.session.add(event)
+    db.session.flush()
+    notify("info", "emergency_resume", "Agents resumed", f"{actor} resumed all agents.",
+           {"event_id": str(event.id)})
+    log.warning("emergency pause lifted by %s", actor)
+    return {"message": "All agents resumed.", "resumed_by": actor}
+
+
+def lift_flag() -> None:
+    """After the resume is committed: let calls start again."""
+    coordination.set_emergency_flag(None)

@@ -1,0 +1,98 @@
+"""Tools agents may call (OpenAI ``tools`` format), validated before they run.
+
+A bad call (unknown tool, arguments that are not JSON or do not fit the schema) is answered to
+the model as a tool error so it can correct itself; it never crashes the turn.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import marshmallow as ma
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    parameters: dict  # JSON schema shown to the model
+    schema: type[ma.Schema]  # what we validate with
+    run: Callable  # run(args, context) -> dict
+    agent_types: tuple[str, ...] | None = None  # None: every agent
+
+    def spec(self) -> dict:
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
+
+
+@dataclass
+class ToolContext:
+    turn: object
+    agent: object
+    conversation: object
+    project: object
+
+
+class _NoArgs(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+
+def _list_participants(_args: dict, ctx: ToolContext) -> dict:
+    return {"agents": [{"name": a.name, "type": a.type, "mention": f'@"{a.name}"', "is_active": a.is_active}
+                       for a in ctx.conversation.agents if a.id != ctx.agent.id]}
+
+
+REGISTRY: dict[str, Tool] = {}
+
+
+def register(tool: Tool) -> Tool:
+    REGISTRY[tool.name] = tool
+    return tool
+
+
+register(Tool(
+    name="list_participants",
+    description="List the other agents in this conversation and how to mention them to hand work over.",
+    parameters={"type": "object", "properties": {}, "additionalProperties": False},
+    schema=_NoArgs,
+    run=_list_participants,
+))
+
+
+def specs_for(agent) -> list[dict]:
+    return [tool.spec() for tool in REGISTRY.values() if tool.agent_types is None or agent.type in tool.agent_types]
+
+
+def run_tool_call(call: dict, turn, agent, conversation, project) -> dict:
+    function = call.get("function") or {}
+    name = function.get("name")
+    tool = REGISTRY.get(name)
+    if tool is None or (tool.agent_types is not None and agent.type not in tool.agent_types):
+        return {"error": f"unknown tool {name!r}; available: {[t['function']['name'] for t in specs_for(agent)]}"}
+    try:
+        raw = function.get("arguments") or "{}"
+        args = tool.schema().load(json.loads(raw) if isinstance(raw, str) else raw)
+    except (ValueError, TypeError) as exc:
+        return {"error": f"arguments are not valid JSON: {exc}"}
+    except ma.ValidationError as exc:
+        return {"error": "arguments do not match the tool's schema", "details": exc.normalized_messages()}
+    try:
+        return tool.run(args, ToolContext(turn, agent, conversation, project))
+    except Exception as exc:  # the model gets the failure; the turn goes on
+        log.exception("tool %s failed", name)
+        return {"error": f"{name} failed: {type(exc).__name__}: {exc}"}
+
+
+def current_task_summary(turn) -> dict | None:
+    """The task a turn serves, for agent_status events (tasks arrive with the task pipeline)."""
+    return None
+
+
+def rules_text(agent, project) -> str | None:
+    """The text of the agent's rules file in the project's repository (read through GitHub)."""
+    return None

@@ -1,0 +1,429 @@
+"""The turn engine: who answers, in what order, through which gate, recorded exactly once.
+
+A turn is one agent answering one message. Turns of a conversation run one at a time, oldest
+first, driven by ``pump(conversation_id)`` under a conversation lock; an agent runs one turn at a
+time anywhere (agent lock). Every LLM call passes the call gate (emergency pause) first. A turn
+is claimed with a conditional UPDATE, so a redelivered job cannot run it twice, and its reply is
+stored in the same transaction that marks it succeeded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from mcc.extensions import db
+from mcc.jobs import enqueue
+from mcc.llm.gateway import Gateway, LLMError, LLMResult, LLMSettings
+from mcc.models.agent import Agent
+from mcc.models.conversation import Conversation, Message
+from mcc.models.project import Project
+from mcc.models.turn import LedgerEntry, Turn
+from mcc.models.types import utcnow
+from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
+from mcc.services import coordination, emergency, tools
+from mcc.services.notifications import notify
+from mcc.services.prompts import build_messages, mentioned_agents
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL = 30.0
+
+
+def _cfg(name: str):
+    return current_app.config[name]
+
+
+# --- scheduling --------------------------------------------------------------------------------
+
+def responders_for(message: Message, conversation: Conversation) -> list[Agent]:
+    """@mentioned agents; else the agent replied to; else the orchestrator; else the first agent."""
+    agents = [a for a in conversation.agents if a.is_active]
+    if not agents:
+        return []
+    mentioned = mentioned_agents(message.content, agents)
+    if mentioned:
+        return mentioned
+    if message.reply_to_id is not None:
+        parent = db.session.scalar(select(Message).where(Message.id == message.reply_to_id))
+        if parent is not None and parent.author_type == "agent":
+            replied = next((a for a in agents if a.id == parent.agent_id), None)
+            if replied is not None:
+                return [replied]
+    return [next((a for a in agents if a.type == "orchestrator"), agents[0])]
+
+
+def _chain_size(chain_id: uuid.UUID) -> int:
+    return db.session.scalar(select(func.count()).select_from(Turn).where(Turn.chain_id == chain_id))
+
+
+def _system_message(conversation_id: uuid.UUID, content: str, meta: dict | None = None) -> Message:
+    message = Message(conversation_id=conversation_id, author_type="system", content=content, meta=meta)
+    db.session.add(message)
+    db.session.flush()
+    return message
+
+
+def _add_turns(conversation: Conversation, agents: list[Agent], chain_id: uuid.UUID, depth: int,
+               reply_to: Message, task_id: uuid.UUID | None = None) -> tuple[list[Turn], list[Message]]:
+    """Create turns within the chain limit; past it, one system message says the chain stopped."""
+    room = _cfg("MCC_MAX_CHAIN") - _chain_size(chain_id)
+    turns = [Turn(conversation_id=conversation.id, agent_id=a.id, chain_id=chain_id, depth=depth,
+                  reply_to_message_id=reply_to.id, task_id=task_id) for a in agents[:max(room, 0)]]
+    db.session.add_all(turns)
+    notices = []
+    if len(agents) > max(room, 0):
+        skipped = ", ".join(a.name for a in agents[max(room, 0):])
+        notices.append(_system_message(
+            conversation.id,
+            f"Stopped the hand-off to {skipped}: {_cfg('MCC_MAX_CHAIN')} agent turns already followed this "
+            "message (MCC_MAX_CHAIN). Send a new message to continue.",
+            {"reason": "chain_limit", "chain_id": str(chain_id)}))
+    db.session.flush()
+    return turns, notices
+
+
+def schedule_for_human_message(message: Message) -> list[Turn]:
+    """Queue the turns a person's message calls for. The caller commits, then calls ``kick``."""
+    conversation = db.session.get(Conversation, message.conversation_id)
+    turns, _ = _add_turns(conversation, responders_for(message, conversation), message.id, 1, message)
+    return turns
+
+
+def announce(message: Message, queued: list[Turn]) -> None:
+    """After the commit of a person's message: push it live and start its turns."""
+    publish_message(message)
+    if queued:
+        kick(message.conversation_id)
+
+
+def kick(conversation_id: uuid.UUID, delay: float | None = None) -> None:
+    """Make sure a worker drives this conversation's queued turns."""
+    enqueue("workers.agent.drive_conversation", str(conversation_id), queue="agent",
+            description=f"drive conversation {conversation_id}: run its queued agent turns", delay=delay)
+
+
+# --- the pump -----------------------------------------------------------------------------------
+
+class _Heartbeat:
+    """Keeps locks and the turn's liveness mark fresh while a (possibly long) LLM call blocks."""
+
+    def __init__(self, locks: list, turn_id: uuid.UUID):
+        self.locks, self.turn_id = locks, turn_id
+        self.stopped = threading.Event()
+        self.interval = _cfg("MCC_TURN_HEARTBEAT_SECONDS")
+        self.alive_ttl = self.interval * 3
+        self.app = current_app._get_current_object()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{turn_id}")
+
+    def __enter__(self):
+        coordination.mark_alive(f"turn:{self.turn_id}", self.alive_ttl)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        with self.app.app_context():
+            while not self.stopped.wait(self.interval):
+                try:
+                    coordination.mark_alive(f"turn:{self.turn_id}", self.alive_ttl)
+                    for lock in self.locks:
+                        lock.extend()
+                except Exception:
+                    log.warning("heartbeat for turn %s failed", self.turn_id, exc_info=True)
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        coordination.clear_alive(f"turn:{self.turn_id}")
+
+
+def _next_open_turn(conversation_id: uuid.UUID) -> Turn | None:
+    return db.session.scalars(
+        select(Turn).where(Turn.conversation_id == conversation_id, Turn.status.in_(("queued", "held", "running")))
+        .order_by(Turn.created_at, Turn.id).limit(1)).first()
+
+
+def _hold_queued(conversation_id: uuid.UUID) -> None:
+    db.session.execute(update(Turn).where(Turn.conversation_id == conversation_id, Turn.status == "queued")
+                       .values(status="held"))
+
+
+def pump(conversation_id: uuid.UUID) -> str:
+    """Run the conversation's queued turns in order until none is runnable. The job body."""
+    lock = coordination.try_lock(f"conversation:{conversation_id}", LOCK_TTL)
+    if lock is None:
+        return "busy"
+    outcome = "idle"
+    try:
+        while True:
+            outcome = _step(conversation_id, lock)
+            if outcome != "ran":
+                break
+    finally:
+        db.session.rollback()
+        lock.release()
+    if outcome == "agent_busy":
+        kick(conversation_id, delay=_cfg("MCC_AGENT_BUSY_RETRY_SECONDS"))
+    elif outcome == "idle":
+        # A turn queued while we were releasing the lock would otherwise wait for nobody.
+        turn = _next_open_turn(conversation_id)
+        if turn is not None and turn.status == "queued":
+            kick(conversation_id)
+    db.session.remove()
+    return outcome
+
+
+def _held_reason(conversation: Conversation) -> str | None:
+    if conversation.status == "paused":
+        return "conversation paused"
+    if emergency.current_state():
+        return "emergency pause"
+    return None
+
+
+def _step(conversation_id: uuid.UUID, conversation_lock) -> str:
+    db.session.rollback()  # see what other processes committed
+    turn = _next_open_turn(conversation_id)
+    if turn is None or turn.status == "running":  # a running one here was abandoned: the reaper's
+        return "idle"
+    if turn.status == "held":
+        return "held"
+    conversation = db.session.get(Conversation, conversation_id)
+    if conversation is None or conversation.status == "completed":
+        db.session.execute(update(Turn).where(Turn.conversation_id == conversation_id,
+                                              Turn.status.in_(("queued", "held"))).values(status="cancelled"))
+        db.session.commit()
+        return "idle"
+    if _held_reason(conversation):
+        _hold_queued(conversation_id)
+        db.session.commit()
+        return "held"
+    agent = db.session.get(Agent, turn.agent_id)
+    if agent is None or not agent.is_active:
+        turn.status, turn.finished_at, turn.error = "cancelled", utcnow(), "agent inactive"
+        db.session.commit()
+        return "ran"
+    agent_lock = coordination.try_lock(f"agent:{turn.agent_id}", LOCK_TTL)
+    if agent_lock is None:
+        return "agent_busy"
+    try:
+        claimed = db.session.execute(
+            update(Turn).where(Turn.id == turn.id, Turn.status == "queued")
+            .values(status="running", attempts=Turn.attempts + 1, started_at=utcnow())
+            .execution_options(synchronize_session=False)).rowcount
+        db.session.commit()
+        if not claimed:
+            return "ran"  # someone else took it; look again
+        db.session.refresh(turn)
+        with _Heartbeat([conversation_lock, agent_lock], turn.id):
+            _execute(turn)
+    finally:
+        agent_lock.release()
+    return "ran"
+
+
+# --- one turn -----------------------------------------------------------------------------------
+
+def _gateway() -> Gateway:
+    return Gateway(LLMSettings.from_config(current_app.config))
+
+
+def _typing(conversation_id, agent_id, is_typing: bool) -> None:
+    publish("agent_typing", {"conversation_id": str(conversation_id), "agent_id": str(agent_id),
+                             "is_typing": is_typing}, conversation_room(conversation_id))
+
+
+def _record_call(turn: Turn, conversation: Conversation, agent: Agent, call_index: int,
+                 result: LLMResult) -> LedgerEntry:
+    entry = LedgerEntry(turn_id=turn.id, attempt=turn.attempts, call_index=call_index,
+                        project_id=conversation.project_id, agent_id=agent.id, conversation_id=conversation.id,
+                        task_id=turn.task_id, model=result.model, tokens_in=result.tokens_in,
+                        tokens_out=result.tokens_out, cost_usd=result.cost_usd, price_known=result.price_known,
+                        cost_source=result.cost_source, simulated=result.simulated)
+    db.session.add(entry)
+    db.session.commit()  # its own transaction: a call that cost money is on record whatever follows
+    return entry
+
+
+def _hold_turn(turn: Turn, transcript: list, reason: str) -> None:
+    turn.status = "held"
+    turn.transcript = transcript
+    db.session.commit()
+    log.info("turn %s held (%s)", turn.id, reason)
+
+
+def _execute(turn: Turn) -> None:
+    conversation = db.session.get(Conversation, turn.conversation_id)
+    agent = db.session.get(Agent, turn.agent_id)
+    project = db.session.get(Project, conversation.project_id)
+    agent.status = "working"
+    db.session.commit()
+    current_task = tools.current_task_summary(turn)
+    publish_agent_status(agent, current_task)
+    _typing(conversation.id, agent.id, True)
+    try:
+        _converse(turn, conversation, agent, project)
+    except LLMError as exc:
+        _fail(turn, conversation, agent, f"the LLM gateway failed: {exc}")
+    except Exception as exc:  # a bug must not leave the turn "running" forever
+        log.exception("turn %s crashed", turn.id)
+        db.session.rollback()
+        _fail(turn, db.session.get(Conversation, turn.conversation_id), db.session.get(Agent, turn.agent_id),
+              f"internal error ({type(exc).__name__})")
+    finally:
+        _typing(turn.conversation_id, turn.agent_id, False)
+        agent = db.session.get(Agent, turn.agent_id)
+        if agent is not None:
+            publish_agent_status(agent, None)
+
+
+def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Project) -> None:
+    transcript = turn.transcript
+    if not transcript:
+        reply_to = db.session.scalar(select(Message).where(Message.id == turn.reply_to_message_id))
+        transcript = build_messages(agent, project, conversation, reply_to.seq if reply_to else None,
+                                    _cfg("MCC_CONTEXT_TOKENS"), tools.rules_text(agent, project))
+    tool_specs = tools.specs_for(agent)
+    tool_log = list(turn.tool_log or [])
+    steps_done = sum(1 for entry in tool_log if entry.get("step_end"))
+    gateway = _gateway()
+    call_index = 0
+    while True:
+        db.session.refresh(conversation)
+        if conversation.status == "paused":
+            _hold_turn(turn, transcript, "conversation paused")
+            return
+        call_id = coordination.acquire_llm_call(emergency.state_from_database)
+        if call_id is None:
+            _hold_turn(turn, transcript, "emergency pause")
+            return
+        try:
+            result = gateway.chat(agent.model, transcript, agent.temperature, agent.max_tokens, tool_specs or None)
+        finally:
+            coordination.release_llm_call(call_id)
+        _record_call(turn, conversation, agent, call_index, result)
+        call_index += 1
+        if not result.tool_calls:
+            break
+        if steps_done >= _cfg("MCC_MAX_TOOL_STEPS"):
+            _system_message(conversation.id, f"{agent.name} stopped after {steps_done} tool steps "
+                            "(MCC_MAX_TOOL_STEPS); its last tool calls were not run.",
+                            {"reason": "tool_step_limit", "turn_id": str(turn.id)})
+            break
+        transcript = transcript + [result.assistant_message]
+        for call in result.tool_calls:
+            outcome = tools.run_tool_call(call, turn, agent, conversation, project)
+            tool_log.append({"call": call, "result": outcome})
+            transcript.append({"role": "tool", "tool_call_id": call.get("id"), "content": json.dumps(outcome)})
+        tool_log.append({"step_end": steps_done + 1})
+        steps_done += 1
+        turn.transcript, turn.tool_log = transcript, tool_log
+        db.session.commit()
+    _succeed(turn, conversation, agent, result)
+
+
+def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResult) -> None:
+    totals = db.session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.tokens_in), 0), func.coalesce(func.sum(LedgerEntry.tokens_out), 0),
+               func.coalesce(func.sum(LedgerEntry.cost_usd), 0), func.min(LedgerEntry.price_known.cast(db.Integer)))
+        .where(LedgerEntry.turn_id == turn.id)).one()
+    reply = Message(conversation_id=conversation.id, author_type="agent", agent_id=agent.id,
+                    content=last.content or "(no text in the answer)", tokens_in=int(totals[0]),
+                    tokens_out=int(totals[1]), cost_usd=Decimal(totals[2]), reply_to_id=turn.reply_to_message_id,
+                    meta={"turn_id": str(turn.id), "model": last.model, "simulated": last.simulated,
+                          "price_known": bool(totals[3] if totals[3] is not None else 1),
+                          "cost_source": last.cost_source})
+    db.session.add(reply)
+    db.session.flush()
+    turn.status, turn.reply_message_id, turn.finished_at, turn.error = "succeeded", reply.id, utcnow(), None
+    agent.status = "idle"
+    handoffs = mentioned_agents(reply.content, conversation.agents, exclude=agent)
+    new_turns, notices = _add_turns(conversation, handoffs, turn.chain_id, turn.depth + 1, reply, turn.task_id)
+    if _held_reason(conversation):
+        for new_turn in new_turns:
+            new_turn.status = "held"  # the paused conversation keeps them for resume
+    db.session.commit()
+    publish_message(reply)
+    for notice in notices:
+        publish_message(notice)
+    log.info("turn %s of %s answered (%s in / %s out tokens, $%s%s)", turn.id, agent.name, reply.tokens_in,
+             reply.tokens_out, reply.cost_usd, ", simulated" if last.simulated else "")
+
+
+def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> None:
+    turn.status, turn.error, turn.finished_at = "failed", reason, utcnow()
+    agent.status = "error"
+    notice = _system_message(conversation.id, f"{agent.name} could not answer: {reason}",
+                             {"reason": "turn_failed", "turn_id": str(turn.id)})
+    notify("warning", "turn_failed", f"{agent.name} failed a turn", reason,
+           {"turn_id": str(turn.id), "conversation_id": str(conversation.id), "agent_id": str(agent.id)},
+           conversation.project_id)
+    db.session.commit()
+    log.warning("turn %s of %s failed: %s", turn.id, agent.name, reason)
+    publish_message(notice)
+    publish("error", {"code": "LLM_ERROR", "message": notice.content,
+                      "details": {"turn_id": str(turn.id), "agent_id": str(agent.id),
+                                  "conversation_id": str(conversation.id)}}, conversation_room(conversation.id))
+
+
+# --- stop controls and recovery ------------------------------------------------------------------
+
+def release_held(conversation_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """Held turns become queued again (resume, resume-all); returns the conversations to kick."""
+    query = select(Turn.conversation_id).join(Conversation, Conversation.id == Turn.conversation_id).where(
+        Turn.status.in_(("held", "queued")), Conversation.status == "active")
+    if conversation_id is not None:
+        query = query.where(Turn.conversation_id == conversation_id)
+    conversations = list(dict.fromkeys(db.session.scalars(query)))
+    if conversations:
+        db.session.execute(update(Turn).where(Turn.conversation_id.in_(conversations), Turn.status == "held")
+                           .values(status="queued").execution_options(synchronize_session=False))
+    return conversations
+
+
+def cancel_waiting_turns(agent_id: uuid.UUID | None = None, conversation_id: uuid.UUID | None = None) -> int:
+    """Drop queued and held turns of an agent (reset) or a conversation (completed)."""
+    query = update(Turn).where(Turn.status.in_(("queued", "held")))
+    if agent_id is not None:
+        query = query.where(Turn.agent_id == agent_id)
+    if conversation_id is not None:
+        query = query.where(Turn.conversation_id == conversation_id)
+    return db.session.execute(query.values(status="cancelled", finished_at=utcnow())
+                              .execution_options(synchronize_session=False)).rowcount
+
+
+def reap_abandoned() -> list[uuid.UUID]:
+    """Turns whose worker died mid-turn: retried (MCC_TURN_MAX_ATTEMPTS) or failed, on record."""
+    grace = utcnow() - timedelta(seconds=_cfg("MCC_TURN_HEARTBEAT_SECONDS") * 3)
+    running = db.session.scalars(select(Turn).where(Turn.status == "running", Turn.started_at < grace)).all()
+    to_kick = []
+    for turn in running:
+        if coordination.is_alive(f"turn:{turn.id}"):
+            continue
+        retry = turn.attempts < _cfg("MCC_TURN_MAX_ATTEMPTS")
+        taken = db.session.execute(
+            update(Turn).where(Turn.id == turn.id, Turn.status == "running")
+            .values(status="queued" if retry else "running").execution_options(synchronize_session=False)).rowcount
+        if not taken:
+            continue
+        if retry:
+            log.warning("turn %s was abandoned by its worker; retrying (attempt %s next)", turn.id,
+                        turn.attempts + 1)
+            db.session.commit()
+            to_kick.append(turn.conversation_id)
+        else:
+            db.session.refresh(turn)
+            agent = db.session.get(Agent, turn.agent_id)
+            _fail(turn, db.session.get(Conversation, turn.conversation_id), agent,
+                  f"its worker died {turn.attempts} time(s) while running it")
+            publish_agent_status(agent, None)
+            to_kick.append(turn.conversation_id)
+    for conversation_id in dict.fromkeys(to_kick):
+        kick(conversation_id)
+    return to_kick
