@@ -50,6 +50,7 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_LLM_USAGE_ACCOUNTING", "on for OpenRouter URLs", "send `usage: {include: true}` to get `usage.cost`"),
     ("MCC_LLM_PRICES", "unset", "JSON `{model: {input, output}}` USD per million tokens, over the built-in table"),
     ("MCC_LLM_PRICES_FILE", "unset", "path of a JSON file shaped like MCC_LLM_PRICES"),
+    ("MCC_BUDGET_UNKNOWN_PRICE", "15,75", "USD per million input,output tokens reserved for a model with no price"),
     ("MCC_CONTEXT_TOKENS", "100000", "prompt budget: history is trimmed (oldest first) to fit"),
     ("MCC_MAX_CHAIN", "8", "agent turns that may follow one human message, first reply included"),
     ("MCC_MAX_TOOL_STEPS", "8", "tool round trips inside one turn"),
@@ -67,6 +68,15 @@ def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _price_pair(value: str):
+    from decimal import Decimal
+
+    from mcc.llm.prices import Price
+
+    given, received = (part.strip() for part in value.split(","))
+    return Price(Decimal(given), Decimal(received))
 
 
 class ConfigError(RuntimeError):
@@ -150,6 +160,7 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_LLM_USAGE_ACCOUNTING": _flag(env.get("MCC_LLM_USAGE_ACCOUNTING"),
                                           "openrouter" in env.get("MCC_LLM_BASE_URL", "openrouter")),
         "MCC_LLM_PRICE_TABLE": load_prices(env.get("MCC_LLM_PRICES"), env.get("MCC_LLM_PRICES_FILE")),
+        "MCC_BUDGET_UNKNOWN_PRICE": _price_pair(env.get("MCC_BUDGET_UNKNOWN_PRICE", "15,75")),
         "MCC_CONTEXT_TOKENS": int(env.get("MCC_CONTEXT_TOKENS", 100_000)),
         "MCC_MAX_CHAIN": int(env.get("MCC_MAX_CHAIN", 8)),
         "MCC_MAX_TOOL_STEPS": int(env.get("MCC_MAX_TOOL_STEPS", 8)),

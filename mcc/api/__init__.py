@@ -23,7 +23,7 @@ api = MccApi()
 
 
 def init_app(app) -> None:
-    from mcc.api import agents, auth, conversations, emergency, projects, users
+    from mcc.api import agents, analytics, auth, budget, conversations, emergency, notifications, projects, users
 
     api.init_app(app, spec_kwargs={
         "security": BEARER,
@@ -36,5 +36,5 @@ def init_app(app) -> None:
     })
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
-    for module in (auth, users, projects, agents, conversations, emergency):
+    for module in (auth, users, projects, agents, conversations, emergency, budget, analytics, notifications):
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")

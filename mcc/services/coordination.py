@@ -10,6 +10,8 @@ import threading
 import time
 import uuid
 
+from redis.exceptions import RedisError
+
 from mcc.redis_store import get_redis
 
 EMERGENCY_KEY = "mcc:emergency"
@@ -19,12 +21,51 @@ INFLIGHT_KEY = "mcc:llm:inflight"
 # Atomic with pause-all: a call either registers before the flag is set (and is "already calling
 # the LLM"), or sees the flag and does not start. -1: the flag has not been loaded from the
 # database since Redis started; the caller loads it and asks again.
+#
+# Budget counters (KEYS[4..]) are hashes {spent, reserved} in micro-dollars; ARGV[3..] hold
+# (limit, amount) pairs. -2: counter i is missing (rebuild it from the ledger and ask again);
+# -3: reserving would pass limit i, nothing is reserved.
 _ACQUIRE_LUA = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local n = #KEYS - 3
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[3 + i]) == 0 then return {-2, i} end
+end
+for i = 1, n do
+  local spent = tonumber(redis.call('HGET', KEYS[3 + i], 'spent') or '0')
+  local reserved = tonumber(redis.call('HGET', KEYS[3 + i], 'reserved') or '0')
+  local limit = tonumber(ARGV[1 + 2 * i])
+  local amount = tonumber(ARGV[2 + 2 * i])
+  if spent + reserved + amount > limit then return {-3, i, spent + reserved} end
+end
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[3 + i], 'reserved', ARGV[2 + 2 * i])
+end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
+return {1}
 """
+# KEYS: n release keys, then the spend keys; ARGV[1] n, ARGV[2] reserved amount, ARGV[3] cost.
+# Returns the spent total of each spend key, -1 where the counter is missing.
+_SETTLE_LUA = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local left = tonumber(redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[2])))
+    if left < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
+  end
+end
+local out = {}
+for i = n + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[#out + 1] = redis.call('HINCRBY', KEYS[i], 'spent', ARGV[3])
+  else
+    out[#out + 1] = -1
+  end
+end
+return out
+"""
+COUNTER_TTL = 40 * 24 * 3600  # longer than any period
 _PAUSE_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1])
@@ -152,8 +193,31 @@ def _resync(redis, load_from_db) -> dict | None:
     return state
 
 
-def acquire_llm_call(load_from_db) -> str | None:
-    """Register an LLM call about to start; None when an emergency pause forbids it."""
+class BudgetRefused(Exception):
+    """Reserving the call's worst case would pass the block limit at ``index``."""
+
+    def __init__(self, index: int, used_micro: int):
+        super().__init__(index)
+        self.index, self.used_micro = index, used_micro
+
+
+class GateUnavailable(Exception):
+    """The budget store cannot be reached: calls under a block limit are refused."""
+
+
+def _ensure_counter(redis, key: str, rebuild) -> None:
+    # HSETNX: two processes rebuilding at once agree on one value.
+    if redis.hsetnx(key, "spent", rebuild()):
+        redis.hsetnx(key, "reserved", 0)
+        redis.expire(key, COUNTER_TTL)
+
+
+def acquire_llm_call(load_from_db, budget_checks=(), rebuild_counter=None) -> str | None:
+    """Register an LLM call about to start, reserving its worst case against block limits.
+
+    ``budget_checks``: (counter key, limit micro-USD, amount micro-USD) per block limit.
+    None when an emergency pause forbids the call; BudgetRefused when a limit would be passed.
+    """
     call_id = uuid.uuid4().hex
     redis = get_redis()
     if redis is None:
@@ -162,16 +226,71 @@ def acquire_llm_call(load_from_db) -> str | None:
                 _local_state["emergency"] = load_from_db() or {}
             if _local_state["emergency"]:
                 return None
+            reserved = _local_state.setdefault("reserved", {})
+            for index, (key, limit, amount) in enumerate(budget_checks):
+                used = rebuild_counter(index) + reserved.get(key, 0)
+                if used + amount > limit:
+                    raise BudgetRefused(index, used)
+            for key, _limit, amount in budget_checks:
+                reserved[key] = reserved.get(key, 0) + amount
             _local_state["inflight"][call_id] = time.time()
         return call_id
-    for _ in range(2):
-        result = redis.eval(_ACQUIRE_LUA, 3, EMERGENCY_KEY, INFLIGHT_KEY, EMERGENCY_SYNCED_KEY, call_id,
-                            int(time.time() * 1000))
-        if result == -1:
-            _resync(redis, load_from_db)
-            continue
-        return call_id if result == 1 else None
-    return None
+    keys = [key for key, _, _ in budget_checks]
+    args = [call_id, int(time.time() * 1000)]
+    for _key, limit, amount in budget_checks:
+        args += [limit, amount]
+    try:
+        for _ in range(len(keys) + 2):
+            result = redis.eval(_ACQUIRE_LUA, 3 + len(keys), EMERGENCY_KEY, INFLIGHT_KEY, EMERGENCY_SYNCED_KEY,
+                                *keys, *args)
+            if result[0] == -1:
+                _resync(redis, load_from_db)
+            elif result[0] == -2:
+                _ensure_counter(redis, keys[result[1] - 1], lambda: rebuild_counter(result[1] - 1))
+            elif result[0] == -3:
+                raise BudgetRefused(result[1] - 1, int(result[2]))
+            else:
+                return call_id if result[0] == 1 else None
+    except RedisError as exc:
+        if budget_checks:
+            raise GateUnavailable(str(exc)) from exc
+        if load_from_db():  # no block limit involved: the database still knows about a pause
+            return None
+        return call_id
+    raise GateUnavailable("budget counters could not be rebuilt")
+
+
+def settle_budget(release_keys: list[str], reserved_micro: int, spend_keys: list[str], cost_micro: int,
+                  rebuild_counter) -> list[int]:
+    """Release a reservation and add a call's cost; returns each spend counter's new total."""
+    redis = get_redis()
+    if redis is None:
+        with _local_guard:
+            reserved = _local_state.setdefault("reserved", {})
+            for key in release_keys:
+                reserved[key] = max(0, reserved.get(key, 0) - reserved_micro)
+        # Embedded: the rollup (already committed) is the counter.
+        return [rebuild_counter(i) for i in range(len(spend_keys))]
+    totals = redis.eval(_SETTLE_LUA, len(release_keys) + len(spend_keys), *release_keys, *spend_keys,
+                        len(release_keys), reserved_micro, cost_micro)
+    result = []
+    for index, total in enumerate(totals):
+        if int(total) == -1:  # lost (flush, restart): the committed rollup already holds this call
+            _ensure_counter(redis, spend_keys[index], lambda: rebuild_counter(index))
+            total = redis.hget(spend_keys[index], "spent")
+        result.append(int(total))
+    return result
+
+
+def budget_used(key: str, rebuild) -> int:
+    """Spent plus reserved on one counter, in micro-dollars."""
+    redis = get_redis()
+    if redis is None:
+        return rebuild() + _local_state.get("reserved", {}).get(key, 0)
+    if not redis.exists(key):
+        _ensure_counter(redis, key, rebuild)
+    spent, reserved = redis.hmget(key, "spent", "reserved")
+    return int(spent or 0) + int(reserved or 0)
 
 
 def release_llm_call(call_id: str) -> None:

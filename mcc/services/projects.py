@@ -87,6 +87,9 @@ def update_project(project_id: uuid.UUID, data: dict) -> Project:
 
 def delete_project(project_id: uuid.UUID) -> None:
     """Delete the project; the database cascades to everything that belongs to it."""
+    from mcc.services.budget import delete_limits_of
+
     project = get_project(project_id)
+    delete_limits_of(project.id)
     db.session.delete(project)
     db.session.flush()

@@ -27,7 +27,9 @@ from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.models.types import utcnow
 from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
-from mcc.services import coordination, emergency, tools
+from mcc.services import budget, coordination, emergency, tools
+from mcc.services.periods import local_date
+from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
 from mcc.services.prompts import build_messages, mentioned_agents
 
@@ -247,6 +249,8 @@ def _record_call(turn: Turn, conversation: Conversation, agent: Agent, call_inde
                         tokens_out=result.tokens_out, cost_usd=result.cost_usd, price_known=result.price_known,
                         cost_source=result.cost_source, simulated=result.simulated)
     db.session.add(entry)
+    db.session.flush()
+    budget.record_call(entry, result)
     db.session.commit()  # its own transaction: a call that cost money is on record whatever follows
     return entry
 
@@ -299,15 +303,38 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
         if conversation.status == "paused":
             _hold_turn(turn, transcript, "conversation paused")
             return
-        call_id = coordination.acquire_llm_call(emergency.state_from_database)
+        reservation, checks = budget.plan_reservation(conversation.project_id, agent.id, agent.model, transcript,
+                                                      agent.max_tokens)
+        try:
+            call_id = coordination.acquire_llm_call(
+                emergency.state_from_database, [(key, limit, amount) for key, limit, amount, _, _ in checks],
+                lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
+        except coordination.BudgetRefused as refused:
+            limit = checks[refused.index][3]
+            _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
+                    f"{agent.name} did not call the model: {budget.BudgetBlocked(limit, budget.from_micro(refused.used_micro), budget.from_micro(reservation.amount_micro))}",
+                    {"limit_id": str(limit.id)})
+            return
+        except coordination.GateUnavailable as exc:
+            _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
+                    f"{agent.name} did not call the model: the budget store is unreachable ({exc}) and a "
+                    "block limit covers this agent, so the call is refused.", {})
+            return
         if call_id is None:
             _hold_turn(turn, transcript, "emergency pause")
             return
         try:
             result = gateway.chat(agent.model, transcript, agent.temperature, agent.max_tokens, tool_specs or None)
+        except Exception:
+            coordination.settle_budget(reservation.keys, reservation.amount_micro, [], 0, None)
+            raise
         finally:
             coordination.release_llm_call(call_id)
-        _record_call(turn, conversation, agent, call_index, result)
+        entry = _record_call(turn, conversation, agent, call_index, result)
+        alerts = budget.settle(reservation, entry)
+        db.session.commit()
+        for alert in alerts:
+            publish(alert["event"], alert["data"], alert.get("room"))
         call_index += 1
         if not result.tool_calls:
             break
@@ -341,6 +368,7 @@ def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResu
                           "cost_source": last.cost_source})
     db.session.add(reply)
     db.session.flush()
+    add_to_rollup(local_date(reply.created_at), conversation.project_id, agent.id, Decimal(0), 0, 0, messages=1)
     turn.status, turn.reply_message_id, turn.finished_at, turn.error = "succeeded", reply.id, utcnow(), None
     agent.status = "idle"
     handoffs = mentioned_agents(reply.content, conversation.agents, exclude=agent)
@@ -354,6 +382,20 @@ def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResu
         publish_message(notice)
     log.info("turn %s of %s answered (%s in / %s out tokens, $%s%s)", turn.id, agent.name, reply.tokens_in,
              reply.tokens_out, reply.cost_usd, ", simulated" if last.simulated else "")
+
+
+def _refuse(turn: Turn, conversation: Conversation, agent: Agent, code: str, reason: str, details: dict) -> None:
+    """The call was not made (budget): the turn ends, and people are told why."""
+    turn.status, turn.error, turn.finished_at = "failed", reason, utcnow()
+    agent.status = "idle"
+    notice = _system_message(conversation.id, reason, {"reason": code.lower(), "turn_id": str(turn.id), **details})
+    db.session.commit()
+    log.warning("turn %s refused: %s", turn.id, reason)
+    publish_message(notice)
+    publish("error", {"code": code, "message": reason,
+                      "details": {"turn_id": str(turn.id), "agent_id": str(agent.id),
+                                  "conversation_id": str(conversation.id), **details}},
+            conversation_room(conversation.id))
 
 
 def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> None:

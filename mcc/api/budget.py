@@ -1,0 +1,117 @@
+"""/budget: limits, spend summary, spend by project/agent, timeline."""
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from mcc.errors import ValidationFailed
+from mcc.extensions import db
+from mcc.schemas.budget import (BudgetLimitCreateSchema, BudgetLimitPageSchema, BudgetLimitSchema,
+                                BudgetLimitUpdateSchema, BudgetSummarySchema, SpendPageSchema, SpendQuerySchema,
+                                TimelineQuerySchema, TimelineSchema)
+from mcc.schemas.common import PageQuerySchema, page_of
+from mcc.security import requires_role
+from mcc.services import budget as service
+from mcc.services import reports
+
+URL_PREFIX = "/budget"
+blp = Blueprint("budget", __name__, description="Budget limits and spend reports")
+
+
+@blp.route("/limits")
+class Limits(MethodView):
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, BudgetLimitPageSchema)
+    def get(self, args):
+        """List budget limits"""
+        items, total = service.list_limits(args["page"], args["limit"])
+        return page_of(items, total, args["page"], args["limit"])
+
+    @requires_role("admin")
+    @blp.arguments(BudgetLimitCreateSchema)
+    @blp.response(201, BudgetLimitSchema)
+    def post(self, body):
+        """Create a budget limit (admin)
+
+        `scope_id` is required for project/agent scopes and must exist; null for global.
+        Periods are calendar periods in MCC_TIMEZONE (weeks start on Monday). `block` refuses
+        any LLM call whose worst case would pass the limit, before it is made.
+        """
+        limit = service.create_limit(body)
+        db.session.commit()
+        return limit
+
+
+@blp.route("/limits/<uuid:limit_id>")
+class LimitById(MethodView):
+    @blp.response(200, BudgetLimitSchema)
+    def get(self, limit_id):
+        """Get a budget limit"""
+        return service.get_limit(limit_id)
+
+    @requires_role("admin")
+    @blp.arguments(BudgetLimitUpdateSchema)
+    @blp.response(200, BudgetLimitSchema)
+    def patch(self, body, limit_id):
+        """Update a budget limit (admin); a raised limit applies to the next call"""
+        limit = service.update_limit(limit_id, body)
+        db.session.commit()
+        return limit
+
+    @requires_role("admin")
+    @blp.response(204)
+    def delete(self, limit_id):
+        """Delete a budget limit (admin)"""
+        service.delete_limit(limit_id)
+        db.session.commit()
+
+
+@blp.route("/summary")
+class Summary(MethodView):
+    @blp.response(200, BudgetSummarySchema)
+    def get(self):
+        """Spend today, this week and this month against the global limits, and current alerts"""
+        return reports.summary()
+
+
+def _date_range(args: dict):
+    start, end = reports.default_range()
+    start, end = args.get("start_date", start), args.get("end_date", end)
+    if end < start:
+        raise ValidationFailed("end_date is before start_date.", {"end_date": ["Before start_date."]})
+    return start, end
+
+
+def _spend(entity: str, args: dict) -> dict:
+    start, end = _date_range(args)
+    items, total = reports.spend_by(entity, start, end, args["page"], args["limit"])
+    return {**page_of(items, total, args["page"], args["limit"]), "start_date": start, "end_date": end}
+
+
+@blp.route("/by-project")
+class ByProject(MethodView):
+    @blp.arguments(SpendQuerySchema, location="query")
+    @blp.response(200, SpendPageSchema)
+    def get(self, args):
+        """Spend, tokens, calls and messages per project (default: this month)"""
+        return _spend("project", args)
+
+
+@blp.route("/by-agent")
+class ByAgent(MethodView):
+    @blp.arguments(SpendQuerySchema, location="query")
+    @blp.response(200, SpendPageSchema)
+    def get(self, args):
+        """Spend, tokens, calls and messages per agent (default: this month)"""
+        return _spend("agent", args)
+
+
+@blp.route("/timeline")
+class Timeline(MethodView):
+    @blp.arguments(TimelineQuerySchema, location="query")
+    @blp.response(200, TimelineSchema)
+    def get(self, args):
+        """Spend per day, week or month; one point per period, zero periods included"""
+        start, end = _date_range(args)
+        return {"start_date": start, "end_date": end, "granularity": args["granularity"],
+                "points": reports.timeline(start, end, args["granularity"])}
