@@ -272,7 +272,7 @@ def send_message(connection, data):
                                    body.get("reply_to"))
     db.session.commit()
     announce(message, queued)
-    return {"message": MessageSchema().dump(message)}
+    return {"message": MessageSchema().dump(message), "blocked_agents": message.blocked_agents}
 
 
 @client_event("typing", sends=True)

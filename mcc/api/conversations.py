@@ -11,7 +11,7 @@ from mcc.schemas.common import page_of
 from mcc.schemas.conversations import (ConversationAgentSchema, ConversationCreateSchema, ConversationDetailSchema,
                                        ConversationPageSchema, ConversationQueryArgsSchema, ConversationSchema,
                                        ConversationUpdateSchema, MessageCreateSchema, MessagePageQuerySchema,
-                                       MessagePageSchema, MessageSchema)
+                                       MessagePageSchema, MessagePostedSchema)
 from mcc.security import requires_role
 from mcc.services import conversations as service
 from mcc.services import turns
@@ -65,6 +65,8 @@ class ConversationById(MethodView):
         conversation = service.update_conversation(project_id, conversation_id, body)
         db.session.commit()
         publish_conversation_status(conversation)
+        if body.get("status") == "active":
+            turns.kick(conversation.id)
         return conversation
 
 
@@ -80,11 +82,14 @@ class ConversationMessages(MethodView):
 
     @requires_role("operator")
     @blp.arguments(MessageCreateSchema)
-    @blp.response(201, MessageSchema)
+    @blp.response(201, MessagePostedSchema)
     def post(self, body, project_id, conversation_id):
         """Send a message to the conversation (operator)
 
-        Stored, then pushed as a `message` event to the conversation's room.
+        Stored, then pushed as a `message` event to the conversation's room, and the agents it
+        calls on are queued to answer (@mentions, else the agent replied to, else the
+        orchestrator, else the first agent). `blocked_agents` lists responders a budget block
+        limit will stop.
         """
         message, queued = service.post_message(project_id, conversation_id, current_user.id, body["content"],
                                                body.get("reply_to"))

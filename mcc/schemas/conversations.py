@@ -32,6 +32,21 @@ class MessageSchema(ma.Schema):
     metadata = ma.fields.Dict(required=True, allow_none=True, attribute="meta")
 
 
+class BlockedAgentSchema(ma.Schema):
+    agent_id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    limit_id = ma.fields.String(required=True)
+    reason = ma.fields.String(required=True)
+
+
+class MessagePostedSchema(MessageSchema):
+    """The stored message, and which of the agents it calls on a budget block will stop."""
+
+    blocked_agents = ma.fields.List(ma.fields.Nested(BlockedAgentSchema), required=True, metadata={
+        "description": "agents asked to answer whose next LLM call a block limit refuses; "
+                       "the message is stored either way"})
+
+
 class MessageCreateSchema(StrictSchema):
     content = Text(required=True, min_length=1, max_length=MAX_MESSAGE_CHARS)
     reply_to = ma.fields.UUID(load_default=None, allow_none=True)

@@ -19,14 +19,15 @@ def get_conversation(project_id: uuid.UUID | None, conversation_id: uuid.UUID) -
     return get_scoped(Conversation, conversation_id, project_id, "Conversation")
 
 
-def _project_agents(project_id: uuid.UUID, agent_ids: list[uuid.UUID]) -> list[Agent]:
+def _project_agents(project_id: uuid.UUID, agent_ids: list[uuid.UUID], field: str = "agent_ids") -> list[Agent]:
+    """The agents, in the order given; any id that is not an agent of this project is a 422 naming ``field``."""
     unique = list(dict.fromkeys(agent_ids))
     found = {a.id: a for a in db.session.scalars(
         select(Agent).where(Agent.id.in_(unique), Agent.project_id == project_id))}
     missing = [str(a) for a in unique if a not in found]
     if missing:
         raise ValidationFailed("Some agents do not belong to this project.",
-                               {"agent_ids": [f"Not an agent of this project: {m}" for m in missing]})
+                               {field: [f"Not an agent of this project: {m}" for m in missing]})
     return [found[a] for a in unique]
 
 
@@ -65,10 +66,16 @@ def update_conversation(project_id: uuid.UUID, conversation_id: uuid.UUID, data:
     if "title" in data:
         conversation.title = data["title"]
     if "status" in data:
+        from mcc.services.turns import cancel_waiting_turns, release_held
+
         conversation.status = data["status"]
+        db.session.flush()
         if data["status"] == "completed":
-            from mcc.services.turns import cancel_waiting_turns
             cancel_waiting_turns(conversation_id=conversation.id)
+        else:
+            # Reopening a paused conversation is a resume: the turns held by the pause run again
+            # (the caller kicks the conversation after the commit).
+            release_held(conversation.id)
     db.session.flush()
     return conversation
 
@@ -92,7 +99,7 @@ def set_paused(project_id: uuid.UUID, conversation_id: uuid.UUID, paused: bool) 
 
 def add_agent(project_id: uuid.UUID, conversation_id: uuid.UUID, agent_id: uuid.UUID) -> Conversation:
     conversation = get_conversation(project_id, conversation_id)
-    agent = _project_agents(project_id, [agent_id])[0]
+    agent = _project_agents(project_id, [agent_id], field="agent_id")[0]
     if agent not in conversation.agents:
         conversation.agents.append(agent)
     db.session.flush()
@@ -104,7 +111,11 @@ def remove_agent(project_id: uuid.UUID, conversation_id: uuid.UUID, agent_id: uu
     remaining = [a for a in conversation.agents if a.id != agent_id]
     if len(remaining) == len(conversation.agents):
         raise ValidationFailed("That agent is not in this conversation.", {"agent_id": ["Not a participant."]})
+    from mcc.services.turns import cancel_waiting_turns
+
     conversation.agents = remaining
+    # A removed agent no longer answers here: drop its turns still waiting in this conversation.
+    cancel_waiting_turns(agent_id=agent_id, conversation_id=conversation.id)
     db.session.flush()
     return conversation
 
@@ -116,6 +127,7 @@ def post_message(project_id: uuid.UUID | None, conversation_id: uuid.UUID, user_
     REST and the socket ``send_message`` both come here; the caller commits, then calls
     ``turns.announce(message, queued)``.
     """
+    from mcc.services.budget import blocked_agents
     from mcc.services.turns import schedule_for_human_message
 
     conversation = get_conversation(project_id, conversation_id)
@@ -131,7 +143,10 @@ def post_message(project_id: uuid.UUID | None, conversation_id: uuid.UUID, user_
     db.session.add(message)
     conversation.updated_at = utcnow()
     db.session.flush()
-    return message, schedule_for_human_message(message)
+    queued = schedule_for_human_message(message)
+    # Stored either way; the answer says which responders a budget block will stop.
+    message.blocked_agents = blocked_agents([t.agent_id for t in queued], conversation.project_id) if queued else []
+    return message, queued
 
 
 def message_page(conversation_id: uuid.UUID, before: uuid.UUID | None, limit: int) -> tuple[list[Message], bool]:
