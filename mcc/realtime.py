@@ -72,6 +72,7 @@ class Connection:
     jti: str
     family: str | None
     expires_at: int
+    generation: int
 
 
 _connections: dict[str, Connection] = {}
@@ -107,18 +108,27 @@ def _authenticate(token: str | None) -> Connection:
         user = None
     if user is None or not user.is_active or not token_is_current(user, claims):
         raise Unauthorized("account disabled or token void")
-    return Connection(user.id, user.username, user.role, claims["jti"], claims.get("fam"), claims["exp"])
+    return Connection(user.id, user.username, user.role, claims["jti"], claims.get("fam"), claims["exp"],
+                      user.token_generation)
+
+
+def _still_valid(connection: Connection) -> bool:
+    """Token unexpired and unrevoked, and the account unchanged since (disable, password, role)."""
+    if connection.expires_at <= time.time():
+        return False
+    keys = [f"jti:{connection.jti}"] + ([f"family:{connection.family}"] if connection.family else [])
+    if tokens.is_revoked(*keys):
+        return False
+    user = db.session.get(User, connection.user_id)
+    return user is not None and user.is_active and user.token_generation == connection.generation
 
 
 def _current_connection() -> Connection:
     connection = _connections.get(request.sid)
     if connection is None:
         raise Unauthorized("not authenticated")
-    if connection.expires_at <= time.time():
-        raise Unauthorized("token expired; reconnect with a fresh access token")
-    keys = [f"jti:{connection.jti}"] + ([f"family:{connection.family}"] if connection.family else [])
-    if tokens.is_revoked(*keys):
-        raise Unauthorized("token revoked")
+    if not _still_valid(connection):
+        raise Unauthorized("token expired, revoked or void; reconnect with a fresh access token")
     return connection
 
 
@@ -185,15 +195,15 @@ def _sweep_connections(app, interval: float) -> None:
         socketio.sleep(interval)
         with app.app_context():
             for sid, connection in list(_connections.items()):
-                keys = [f"jti:{connection.jti}"] + ([f"family:{connection.family}"] if connection.family else [])
                 try:
-                    gone = connection.expires_at <= time.time() or tokens.is_revoked(*keys)
-                except Exception:  # Redis briefly away: try again next round
+                    gone = not _still_valid(connection)
+                except Exception:  # Redis or the database briefly away: try again next round
                     log.warning("socket sweep could not check tokens", exc_info=True)
                     break
                 if gone:
-                    log.info("socket %s cut: token expired or revoked", sid)
+                    log.info("socket %s cut: token expired, revoked or void", sid)
                     _cut(sid)
+            db.session.remove()
 
 
 _sweeper_started = False

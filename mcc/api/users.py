@@ -65,9 +65,11 @@ class UserById(MethodView):
     def patch(self, body, user_id):
         """Change a user's role or disable/enable them
 
-        A role change or a disable voids the user's existing tokens.
+        A role change or a disable voids the user's existing tokens. The last active admin
+        cannot be demoted or disabled (409).
         """
         user = _user_or_404(user_id)
+        user_service.ensure_an_admin_remains(user, body.get("role"), body.get("is_active"))
         changed = any(key in body and getattr(user, key) != value for key, value in body.items())
         for key, value in body.items():
             setattr(user, key, value)

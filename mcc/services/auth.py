@@ -246,11 +246,12 @@ def refresh(refresh_token: str) -> dict:
 
 
 def logout(access_claims: dict, refresh_token: str | None) -> None:
+    # Check everything first: a refused logout must not leave a half-applied revocation behind.
+    claims = _decode(refresh_token, "refresh") if refresh_token else None
+    if claims is not None and claims["sub"] != access_claims["sub"]:
+        raise Unauthorized("The refresh token belongs to another user.")
     tokens.revoke(f"jti:{access_claims['jti']}", datetime.fromtimestamp(access_claims["exp"], timezone.utc))
-    if refresh_token:
-        claims = _decode(refresh_token, "refresh")
-        if claims["sub"] != access_claims["sub"]:
-            raise Unauthorized("The refresh token belongs to another user.")
+    if claims is not None:
         revoke_family(uuid.UUID(claims["fam"]))
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mcc.errors import Conflict, NotFound, ValidationFailed
 from mcc.extensions import db
@@ -53,8 +53,21 @@ def set_password(username: str, password: str) -> User:
     return user
 
 
+def ensure_an_admin_remains(user: User, role: str | None = None, is_active: bool | None = None) -> None:
+    """Refuse a change that would leave no active admin: nobody could manage users or resume."""
+    demoted = role is not None and role != "admin"
+    disabled = is_active is False
+    if user.role != "admin" or not user.is_active or not (demoted or disabled):
+        return
+    others = db.session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.is_active.is_(True), User.id != user.id))
+    if not others:
+        raise Conflict("This is the last active admin; make another admin first.")
+
+
 def disable_user(username: str) -> User:
     user = get_user(username)
+    ensure_an_admin_remains(user, is_active=False)
     user.is_active = False
     void_all_tokens(user)
     return user
