@@ -54,7 +54,7 @@ def set_password(username, password):
 @users_cli.command("disable")
 @click.argument("username")
 def disable(username):
-    """Disable a user; their existing tokens stop working."""
+    """Disable a user; their existing tokens stop working (not the last active admin)."""
     _run(lambda: user_service.disable_user(username))
     click.echo(f"{username} disabled")
 
@@ -75,12 +75,12 @@ def quickstart_admin(username):
 
     if any(user.role == "admin" and user.is_active for user in user_service.list_users()):
         click.echo("An admin already exists. Forgot the password? "
-                   f"flask --app wsgi users set-password {username}")
+                   f".venv/bin/flask --app wsgi users set-password {username}")
         return
     password = secrets.token_urlsafe(12)
     _run(lambda: user_service.create_user(username, password, "admin"))
     click.echo(f"Created the first admin.  username: {username}  password: {password}")
-    click.echo("It is shown only this once; change it with: flask --app wsgi users set-password "
+    click.echo("It is shown only this once; change it with: .venv/bin/flask --app wsgi users set-password "
                f"{username}")
 
 

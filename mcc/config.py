@@ -24,7 +24,11 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_SECRET_KEY", "generated once into `instance/secret_key` (development only)",
      "signs tokens; required when `MCC_ENV=production`"),
     ("MCC_RATE_LIMIT", "100 per minute", "requests per client IP across the whole API"),
-    ("MCC_LOGIN_RATE_LIMIT", "10 per minute", "login and 2FA-verify requests per client IP"),
+    ("MCC_LOGIN_RATE_LIMIT", "10 per minute",
+     "requests per client IP to each of login, 2FA verify and refresh (separate counters)"),
+    ("MCC_INSTANCE_PATH", "`instance/` in the checkout", "where the SQLite file and the development secret live"),
+    ("MCC_DB_POOL_SIZE", "10", "pooled database connections per process (plus MCC_DB_MAX_OVERFLOW)"),
+    ("MCC_DB_MAX_OVERFLOW", "20", "extra connections a busy process may open"),
     ("MCC_LOGIN_LOCKOUT", "5 per 15 minutes",
      "failed logins of one username from one IP before that pair is locked out"),
     ("MCC_LOGIN_IP_LOCKOUT", "50 per 15 minutes", "failed logins from one IP before the IP is locked out"),
@@ -51,6 +55,8 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_LLM_PRICES", "unset", "JSON `{model: {input, output}}` USD per million tokens, over the built-in table"),
     ("MCC_LLM_PRICES_FILE", "unset", "path of a JSON file shaped like MCC_LLM_PRICES"),
     ("MCC_BUDGET_UNKNOWN_PRICE", "15,75", "USD per million input,output tokens reserved for a model with no price"),
+    ("MCC_MAX_TASK_ATTEMPTS", "3", "loops back to the coder (tests failed, changes requested, rejected) before a task fails"),
+    ("MCC_AGENT_TASK_LIMIT", "1", "open tasks an agent may hold when a person assigns one (else 409 AGENT_BUSY)"),
     ("MCC_CONTEXT_TOKENS", "100000", "prompt budget: history is trimmed (oldest first) to fit"),
     ("MCC_MAX_CHAIN", "8", "agent turns that may follow one human message, first reply included"),
     ("MCC_MAX_TOOL_STEPS", "8", "tool round trips inside one turn"),
@@ -58,8 +64,24 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_TURN_MAX_ATTEMPTS", "2", "runs of a turn whose worker died before it is marked failed"),
     ("MCC_REAPER_SECONDS", "15", "how often each worker looks for abandoned turns"),
     ("MCC_AGENT_BUSY_RETRY_SECONDS", "2", "delay before retrying a turn whose agent is busy elsewhere"),
+    ("MCC_GITHUB_API_URL", "https://api.github.com", "GitHub REST API base (GitHub Enterprise: `https://HOST/api/v3`)"),
+    ("MCC_GITHUB_TOKEN", "unset", "a token for every project without its own GitHub App installation"),
+    ("MCC_GITHUB_APP_ID", "unset", "GitHub App id for projects that set no `github_app_id`"),
+    ("MCC_GITHUB_APP_PRIVATE_KEY", "unset", "the App's private key: PEM text (`\\n` escapes allowed) or a file path"),
+    ("MCC_GITHUB_WEBHOOK_SECRET", "unset (webhooks refused, 503)",
+     "secret of `X-Hub-Signature-256`; a project may also have its own"),
+    ("MCC_GITHUB_WEBHOOK_RATE_LIMIT", "1000 per minute", "webhook deliveries per sender IP (not under MCC_RATE_LIMIT)"),
+    ("MCC_GITHUB_WEBHOOK_MAX_BYTES", "26214400", "largest accepted webhook body (GitHub caps payloads at 25 MB)"),
+    ("MCC_GITHUB_TIMEOUT", "30", "seconds one GitHub API request may take"),
+    ("MCC_GITHUB_MAX_RETRIES", "3", "retries of GitHub 5xx and connection failures (exponential backoff)"),
+    ("MCC_GITHUB_BACKOFF_BASE", "1", "first backoff in seconds (doubles each retry)"),
+    ("MCC_GITHUB_RATE_LIMIT_WAIT", "60",
+     "longest wait for a GitHub rate limit to reset before failing (jobs; web requests wait 5 s at most)"),
+    ("MCC_GITHUB_SYNC_INTERVAL", "3600", "seconds between safety-net full syncs of each project (0: off)"),
     ("RQ_DASHBOARD_USERNAME", "unset", "basic-auth user of the `rqdashboard:` process"),
     ("RQ_DASHBOARD_PASSWORD", "unset", "basic-auth password of the `rqdashboard:` process"),
+    ("RQ_DASHBOARD_BIND", "0.0.0.0", "address of the `rqdashboard:` process"),
+    ("RQ_DASHBOARD_PORT", "9181", "port of the `rqdashboard:` process"),
     ("PORT", "5000", "port the web process binds (Procfile, quickstart)"),
 ]
 
@@ -135,7 +157,12 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_ENV": "production" if production else "development",
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Sized for the web process's 100 threads; a request waits at most 10 s for a connection
+        # (then 503, not a hang).
+        "SQLALCHEMY_ENGINE_OPTIONS": ({"pool_pre_ping": True} if database_url.startswith("sqlite") else
+                                      {"pool_pre_ping": True, "pool_size": int(env.get("MCC_DB_POOL_SIZE", 10)),
+                                       "max_overflow": int(env.get("MCC_DB_MAX_OVERFLOW", 20)),
+                                       "pool_timeout": 10}),
         "REDIS_URL": redis_url,
         "MAX_CONTENT_LENGTH": int(env.get("MCC_MAX_BODY_BYTES", 1024 * 1024)),
         "MCC_TRUSTED_PROXIES": int(env.get("MCC_TRUSTED_PROXIES", 0)),
@@ -161,6 +188,8 @@ def load_config(env: dict | None = None) -> dict:
                                           "openrouter" in env.get("MCC_LLM_BASE_URL", "openrouter")),
         "MCC_LLM_PRICE_TABLE": load_prices(env.get("MCC_LLM_PRICES"), env.get("MCC_LLM_PRICES_FILE")),
         "MCC_BUDGET_UNKNOWN_PRICE": _price_pair(env.get("MCC_BUDGET_UNKNOWN_PRICE", "15,75")),
+        "MCC_MAX_TASK_ATTEMPTS": int(env.get("MCC_MAX_TASK_ATTEMPTS", 3)),
+        "MCC_AGENT_TASK_LIMIT": int(env.get("MCC_AGENT_TASK_LIMIT", 1)),
         "MCC_CONTEXT_TOKENS": int(env.get("MCC_CONTEXT_TOKENS", 100_000)),
         "MCC_MAX_CHAIN": int(env.get("MCC_MAX_CHAIN", 8)),
         "MCC_MAX_TOOL_STEPS": int(env.get("MCC_MAX_TOOL_STEPS", 8)),
@@ -168,6 +197,18 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_TURN_MAX_ATTEMPTS": int(env.get("MCC_TURN_MAX_ATTEMPTS", 2)),
         "MCC_REAPER_SECONDS": float(env.get("MCC_REAPER_SECONDS", 15)),
         "MCC_AGENT_BUSY_RETRY_SECONDS": float(env.get("MCC_AGENT_BUSY_RETRY_SECONDS", 2)),
+        "MCC_GITHUB_API_URL": (env.get("MCC_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
+        "MCC_GITHUB_TOKEN": env.get("MCC_GITHUB_TOKEN") or None,
+        "MCC_GITHUB_APP_ID": env.get("MCC_GITHUB_APP_ID") or None,
+        "MCC_GITHUB_APP_PRIVATE_KEY": env.get("MCC_GITHUB_APP_PRIVATE_KEY") or None,
+        "MCC_GITHUB_WEBHOOK_SECRET": env.get("MCC_GITHUB_WEBHOOK_SECRET") or None,
+        "MCC_GITHUB_WEBHOOK_RATE_LIMIT": env.get("MCC_GITHUB_WEBHOOK_RATE_LIMIT", "1000 per minute"),
+        "MCC_GITHUB_WEBHOOK_MAX_BYTES": int(env.get("MCC_GITHUB_WEBHOOK_MAX_BYTES", 25 * 1024 * 1024)),
+        "MCC_GITHUB_TIMEOUT": float(env.get("MCC_GITHUB_TIMEOUT", 30)),
+        "MCC_GITHUB_MAX_RETRIES": int(env.get("MCC_GITHUB_MAX_RETRIES", 3)),
+        "MCC_GITHUB_BACKOFF_BASE": float(env.get("MCC_GITHUB_BACKOFF_BASE", 1)),
+        "MCC_GITHUB_RATE_LIMIT_WAIT": float(env.get("MCC_GITHUB_RATE_LIMIT_WAIT", 60)),
+        "MCC_GITHUB_SYNC_INTERVAL": float(env.get("MCC_GITHUB_SYNC_INTERVAL", 3600)),
         # Flask-Limiter: one shared bucket per client IP for the whole API.
         "RATELIMIT_APPLICATION": env.get("MCC_RATE_LIMIT", "100 per minute"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
@@ -188,3 +229,28 @@ def load_config(env: dict | None = None) -> dict:
         "OPENAPI_SWAGGER_UI_PATH": "docs",
         "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
     }
+
+
+README_TABLE_START = "<!-- variables:start (generated by `python -m mcc.config --write-readme`) -->"
+README_TABLE_END = "<!-- variables:end -->"
+
+
+def variables_table() -> str:
+    rows = ["| name | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | {default} | {meaning} |" for name, default, meaning in VARIABLES]
+    return "\n".join(rows)
+
+
+def write_readme_table(readme: Path) -> None:
+    text = readme.read_text()
+    start, end = text.index(README_TABLE_START), text.index(README_TABLE_END)
+    readme.write_text(text[:start + len(README_TABLE_START)] + "\n" + variables_table() + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--write-readme" in sys.argv:
+        write_readme_table(PROJECT_ROOT / "README.md")
+    else:
+        print(variables_table())

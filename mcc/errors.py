@@ -11,6 +11,7 @@ from flask import g, jsonify
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,32 @@ class TooManyAttempts(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code = 503, "SERVICE_UNAVAILABLE"
+
+
+class GitHubApiError(ApiError):
+    """GitHub refused or failed a call; ``github_status`` is GitHub's HTTP status (None: no answer)."""
+
+    status, code = 502, "GITHUB_API_ERROR"
+
+    def __init__(self, message: str, details: dict | None = None, github_status: int | None = None):
+        super().__init__(message, details)
+        self.github_status = github_status
+
+
+class GitHubNotConfigured(ApiError):
+    status, code = 409, "GITHUB_NOT_CONFIGURED"
+
+
+class ChecksNotPassed(ApiError):
+    status, code = 409, "CHECKS_NOT_PASSED"
+
+
+class StaleHead(ApiError):
+    status, code = 409, "STALE_HEAD"
+
+
+class NotMergeable(ApiError):
+    status, code = 409, "NOT_MERGEABLE"
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None,
@@ -146,6 +173,7 @@ def handle_api_error(exc: ApiError):
 def handle_backing_service_down(exc: Exception):
     # Redis or the database went away: say so (503), the client may retry; not a bug (500).
     log.error("backing service unavailable: %s: %s", type(exc).__name__, exc)
+    g.retry_after = "5"
     return error_response(503, "SERVICE_UNAVAILABLE", "A backing service is unavailable; retry shortly.",
                           headers={"Retry-After": "5"})
 
@@ -162,4 +190,5 @@ def init_app(app) -> None:
     app.register_error_handler(RedisConnectionError, handle_backing_service_down)
     app.register_error_handler(RedisTimeoutError, handle_backing_service_down)
     app.register_error_handler(OperationalError, handle_backing_service_down)
+    app.register_error_handler(PoolTimeoutError, handle_backing_service_down)
     app.register_error_handler(Exception, handle_unexpected)

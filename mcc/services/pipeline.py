@@ -221,3 +221,48 @@ def await_human(task: Task, summary: str) -> None:
     tasks._queue_event(task, f"reviewer approved; waiting for a person to approve the merge: {summary}")
     db.session.flush()
     dispatch(task.project_id)
+
+
+# --- a person's decision on the pull request ------------------------------------------------------
+
+def on_pull_request_merged(pr, user) -> None:
+    """The merge completes the task; the issue closes on GitHub once all its tasks are completed."""
+    task = db.session.get(Task, pr.task_id) if pr.task_id else None
+    if task is None or task.status != "review":
+        return
+    advance(task, "completed", user=user, reason=f"pull request #{pr.number} merged")
+    if task.issue_id is None:
+        return
+    open_tasks = db.session.scalar(select(Task.id).where(Task.issue_id == task.issue_id,
+                                                         Task.status != "completed").limit(1))
+    if open_tasks is None:
+        _close_issue(task)
+
+
+def _close_issue(task: Task) -> None:
+    from mcc.errors import ApiError
+    from mcc.github.auth import client_for
+    from mcc.services.notifications import notify
+    from mcc.services.projects import get_project
+
+    issue = db.session.get(Issue, task.issue_id)
+    project = get_project(task.project_id)
+    try:
+        client_for(project).request("PATCH", f"/repos/{project.github_repo}/issues/{issue.number}",
+                                    json={"state": "closed", "state_reason": "completed"})
+    except ApiError as exc:  # the merge stands; a person closes the issue
+        notify("warning", "github_failure", f"Could not close issue #{issue.number}",
+               f"All tasks of #{issue.number} are completed but GitHub refused to close it: {exc.message}",
+               {"issue_id": str(issue.id)}, project.id)
+        return
+    issue.state = "closed"
+    db.session.flush()
+
+
+def on_pull_request_rejected(pr, user, feedback: str) -> None:
+    """A person's rejection sends the task back to its coder with the feedback (a loop back)."""
+    task = db.session.get(Task, pr.task_id) if pr.task_id else None
+    if task is None or task.status not in ("testing", "review"):
+        return
+    advance(task, "in_progress", user=user, reason=f"rejected by {getattr(user, 'username', 'a person')}: "
+                                                   f"{feedback}")
