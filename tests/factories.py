@@ -27,3 +27,71 @@ def login(client, username: str, password: str = PASSWORD, **environ) -> dict:
 def auth_headers(client, user) -> dict:
     tokens = login(client, user.username)
     return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def make_project(name: str | None = None, github_repo: str | None = None, is_active: bool = True, **fields):
+    from mcc.models.project import Project
+
+    n = next(_counter)
+    project = Project(name=name or f"Project {n}", github_repo=github_repo or f"octo-org/repo-{n}",
+                      is_active=is_active, **fields)
+    db.session.add(project)
+    db.session.commit()
+    return project
+
+
+def make_agent(project, name: str | None = None, type: str = "coder", model: str = "anthropic/claude-3.5-sonnet",
+               temperature: float = 0.2, max_tokens: int = 4096, **fields):
+    from mcc.models.agent import Agent
+
+    agent = Agent(project_id=project.id, name=name or f"{type.title()} {next(_counter)}", type=type, model=model,
+                  temperature=temperature, max_tokens=max_tokens, **fields)
+    db.session.add(agent)
+    db.session.commit()
+    return agent
+
+
+def make_issue(project, number: int | None = None, state: str = "open", title: str | None = None, **fields):
+    from mcc.models.github import Issue
+
+    n = number if number is not None else next(_counter)
+    issue = Issue(project_id=project.id, number=n, state=state, title=title or f"Issue #{n}", **fields)
+    db.session.add(issue)
+    db.session.commit()
+    return issue
+
+
+def make_conversation(project, agents=(), title: str | None = None, type: str = "general", status: str = "active",
+                      issue=None, **fields):
+    from mcc.models.conversation import Conversation
+
+    conversation = Conversation(project_id=project.id, title=title or f"Conversation {next(_counter)}", type=type,
+                                status=status, issue_id=issue.id if issue is not None else None, **fields)
+    conversation.agents = list(agents)
+    db.session.add(conversation)
+    db.session.commit()
+    return conversation
+
+
+def make_message(conversation, content: str | None = None, agent=None, user=None, author_type: str | None = None,
+                 tokens_in: int = 0, tokens_out: int = 0, cost_usd="0", created_at=None, reply_to=None,
+                 commit: bool = True, **fields):
+    """A message; the author type follows from ``agent``/``user`` unless given (``system`` otherwise)."""
+    from decimal import Decimal
+
+    from mcc.models.conversation import Message
+
+    if author_type is None:
+        author_type = "agent" if agent is not None else "user" if user is not None else "system"
+    if created_at is not None:
+        fields["created_at"] = created_at
+    message = Message(conversation_id=conversation.id, author_type=author_type,
+                      agent_id=agent.id if agent is not None else None,
+                      user_id=user.id if user is not None else None,
+                      content=content or f"message {next(_counter)}", tokens_in=tokens_in, tokens_out=tokens_out,
+                      cost_usd=Decimal(str(cost_usd)), reply_to_id=reply_to.id if reply_to is not None else None,
+                      **fields)
+    db.session.add(message)
+    if commit:
+        db.session.commit()
+    return message

@@ -43,13 +43,38 @@ def agent_stats(agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
     return stats
 
 
-def _flush_unique_name(agent: Agent) -> None:
+NAME_INDEX = "uq_agents_project_name_lower"
+
+
+def _name_taken(name: str) -> ValidationFailed:
+    return ValidationFailed(f"An agent named {name!r} already exists in this project.",
+                            {"name": ["Already used in this project."]})
+
+
+def _check_name_free(project_id: uuid.UUID, name: str, except_id: uuid.UUID | None = None) -> None:
+    query = select(Agent.id).where(Agent.project_id == project_id, func.lower(Agent.name) == name.lower())
+    if except_id is not None:
+        query = query.where(Agent.id != except_id)
+    if db.session.scalar(query) is not None:
+        raise _name_taken(name)
+
+
+def _save_in_savepoint(name: str, change) -> None:
+    """Apply ``change`` and flush inside a savepoint.
+
+    The name was checked first; a concurrent request taking it meanwhile trips the unique index,
+    which rolls back only the savepoint: a 422, and the session stays usable. (The change must
+    happen inside the savepoint: ``begin_nested`` flushes pending changes *before* the SAVEPOINT,
+    so a clash flushed there would abort the whole transaction.)
+    """
     try:
         with db.session.begin_nested():
+            change()
             db.session.flush()
     except IntegrityError as exc:
-        raise ValidationFailed(f"An agent named {agent.name!r} already exists in this project.",
-                               {"name": ["Already used in this project."]}) from exc
+        if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) == NAME_INDEX:
+            raise _name_taken(name) from exc
+        raise
 
 
 def _apply(agent: Agent, data: dict) -> None:
@@ -61,17 +86,18 @@ def _apply(agent: Agent, data: dict) -> None:
 
 def create_agent(project_id: uuid.UUID, data: dict) -> Agent:
     get_project(project_id)
+    _check_name_free(project_id, data["name"])
     agent = Agent(project_id=project_id)
     _apply(agent, dict(data))
-    db.session.add(agent)
-    _flush_unique_name(agent)
+    _save_in_savepoint(agent.name, lambda: db.session.add(agent))
     return agent
 
 
 def update_agent(project_id: uuid.UUID, agent_id: uuid.UUID, data: dict) -> Agent:
     agent = get_agent(project_id, agent_id)
-    _apply(agent, dict(data))
-    _flush_unique_name(agent)
+    if "name" in data:
+        _check_name_free(project_id, data["name"], except_id=agent.id)
+    _save_in_savepoint(data.get("name", agent.name), lambda: _apply(agent, dict(data)))
     return agent
 
 

@@ -5,6 +5,7 @@ import uuid
 from decimal import Decimal
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from mcc.errors import ValidationFailed
 from mcc.extensions import db
@@ -56,22 +57,42 @@ def project_stats(project_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
     return stats
 
 
+REPO_INDEX = "uq_projects_github_repo_lower"
+
+
+def _repo_taken(github_repo: str, clash_name: str | None = None, clash_id=None) -> ValidationFailed:
+    by = f"project {clash_name!r}" if clash_name else "another project"
+    return ValidationFailed(f"The repository {github_repo} is already bound to {by}.",
+                            {"github_repo": [f"Already used by project {clash_id}." if clash_id
+                                             else "Already used by another project."]})
+
+
 def _check_repo_free(github_repo: str, except_id: uuid.UUID | None = None) -> None:
     query = select(Project.id, Project.name).where(func.lower(Project.github_repo) == github_repo.lower())
     if except_id is not None:
         query = query.where(Project.id != except_id)
     clash = db.session.execute(query).first()
     if clash:
-        raise ValidationFailed(
-            f"The repository {github_repo} is already bound to project {clash.name!r}.",
-            {"github_repo": [f"Already used by project {clash.id}."]})
+        raise _repo_taken(github_repo, clash.name, clash.id)
+
+
+def _save_in_savepoint(github_repo: str | None, change) -> None:
+    """Apply ``change`` and flush inside a savepoint, so a concurrent request binding the same
+    repository (the unique index) is a 422 rather than a 500, and the session stays usable."""
+    try:
+        with db.session.begin_nested():
+            change()
+            db.session.flush()
+    except IntegrityError as exc:
+        if github_repo and getattr(getattr(exc.orig, "diag", None), "constraint_name", None) == REPO_INDEX:
+            raise _repo_taken(github_repo) from exc
+        raise
 
 
 def create_project(data: dict) -> Project:
     _check_repo_free(data["github_repo"])
     project = Project(**data)
-    db.session.add(project)
-    db.session.flush()
+    _save_in_savepoint(data["github_repo"], lambda: db.session.add(project))
     return project
 
 
@@ -79,9 +100,12 @@ def update_project(project_id: uuid.UUID, data: dict) -> Project:
     project = get_project(project_id)
     if "github_repo" in data:
         _check_repo_free(data["github_repo"], except_id=project.id)
-    for key, value in data.items():
-        setattr(project, key, value)
-    db.session.flush()
+
+    def change():
+        for key, value in data.items():
+            setattr(project, key, value)
+
+    _save_in_savepoint(data.get("github_repo"), change)
     return project
 
 
