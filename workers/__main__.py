@@ -18,7 +18,7 @@ from mcc import create_app
 from mcc.extensions import db
 from mcc.jobs import QUEUES
 from mcc.redis_store import get_redis
-from workers import agent, context, maintenance  # noqa: F401  (preload job modules)
+from workers import agent, context, github, maintenance  # noqa: F401  (preload job modules)
 
 log = logging.getLogger("workers")
 
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         stop = threading.Event()
         threading.Thread(target=_reaper, args=(app, app.config["MCC_REAPER_SECONDS"], stop), daemon=True,
                          name="turn-reaper").start()
-        worker = Worker(args.queues, connection=redis, serializer=JSONSerializer)
+        # Maintenance also takes over the RQ scheduler of a worker that died (its lock lasts 61 s);
+        # RQ's default of 10 minutes would leave delayed jobs waiting that long.
+        worker = Worker(args.queues, connection=redis, serializer=JSONSerializer, maintenance_interval=60)
         log.info("worker %s listening on %s", worker.name, ", ".join(args.queues))
         try:
             worker.work(burst=args.burst, logging_level=app.config["MCC_LOG_LEVEL"], with_scheduler=True)

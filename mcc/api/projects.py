@@ -5,10 +5,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from mcc.extensions import db
-from mcc.schemas.common import page_of
+from mcc.schemas.common import ErrorSchema, page_of
+from mcc.schemas.github import SyncQueuedSchema
 from mcc.schemas.projects import (ProjectCreateSchema, ProjectPageSchema, ProjectQueryArgsSchema, ProjectSchema,
                                   ProjectUpdateSchema)
 from mcc.security import requires_role
+from mcc.services import github_sync
 from mcc.services import projects as service
 
 URL_PREFIX = "/projects"
@@ -42,6 +44,7 @@ class Projects(MethodView):
         """
         project = service.create_project(body)
         db.session.commit()
+        github_sync.sync_new_project(project)  # imports the repository's issues and PRs when GitHub is configured
         return with_stats([project])[0]
 
 
@@ -67,3 +70,17 @@ class ProjectById(MethodView):
         """Delete a project and everything that belongs to it (operator), in one transaction"""
         service.delete_project(project_id)
         db.session.commit()
+
+
+@blp.route("/<uuid:project_id>/sync")
+class ProjectSync(MethodView):
+    @requires_role("operator")
+    @blp.response(202, SyncQueuedSchema)
+    @blp.alt_response(409, schema=ErrorSchema,
+                      description="GITHUB_NOT_CONFIGURED: no GitHub token or App for this project")
+    def post(self, project_id):
+        """Start a full GitHub sync of the project's issues and pull requests (operator)
+
+        Runs on a worker; at most one sync waits per project (`already_queued`).
+        """
+        return github_sync.start_sync(project_id)

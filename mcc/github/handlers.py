@@ -1,0 +1,162 @@
+"""What each webhook event does. A handler takes the payload and the project bound to its
+repository and returns None (processed) or the reason it changed nothing (ignored)."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from mcc.extensions import db
+from mcc.github import contents, records
+from mcc.models.github import PullRequest
+from mcc.models.project import Project
+from mcc.services.notifications import notify
+
+log = logging.getLogger(__name__)
+
+
+def _stale(kind: str, number, data: dict) -> str:
+    return f"out of order: {kind} #{number} is stored with a newer updated_at than {data.get('updated_at')}"
+
+
+def on_issues(payload: dict, project: Project) -> str | None:
+    issue = payload["issue"]
+    if "pull_request" in issue:
+        return f"issues event about pull request #{issue['number']}: pull_request events carry its state"
+    if payload.get("action") in ("deleted", "transferred"):
+        if records.remove_issue(project.id, issue) is None:
+            return f"issue #{issue['number']} was never mirrored"
+        return None
+    _, outcome = records.upsert_issue(project.id, issue)
+    return _stale("issue", issue["number"], issue) if outcome == "stale" else None
+
+
+def on_issue_comment(payload: dict, project: Project) -> str | None:
+    issue = payload["issue"]
+    if "pull_request" in issue:
+        outcome = records.set_pull_request_comments(project.id, issue)
+        if outcome == "unknown":
+            return f"comment on pull request #{issue['number']}, which is not mirrored yet"
+    else:
+        _, outcome = records.upsert_issue(project.id, issue)
+    return _stale("issue", issue["number"], issue) if outcome == "stale" else None
+
+
+def on_pull_request(payload: dict, project: Project) -> str | None:
+    data = payload["pull_request"]
+    known = db.session.scalar(select(PullRequest.state).where(PullRequest.project_id == project.id,
+                                                              PullRequest.number == data["number"]))
+    pr, outcome = records.upsert_pull_request(project.id, data)
+    if outcome == "stale":
+        return _stale("pull request", data["number"], data)
+    if pr.state == "merged" and known != "merged" and pr.task_id is not None:
+        # merged on GitHub itself: the linked task completes as if approved in MCC (docs/pipeline.md)
+        from mcc.services import pipeline
+        pipeline.on_pull_request_merged(pr, None)
+    return None
+
+
+def on_pull_request_review(payload: dict, project: Project) -> str | None:
+    pr, _ = records.upsert_pull_request(project.id, payload["pull_request"])
+    if records.upsert_review(pr, payload["review"]) is None:
+        return f"review state {payload['review'].get('state')!r} is not recorded (pending draft)"
+    return None
+
+
+def on_check_run(payload: dict, project: Project) -> str | None:
+    run = payload["check_run"]
+    if records.upsert_check_run(project.id, run) == "stale":
+        return f"out of order: a newer run of check {run.get('name')!r} is stored"
+    return None
+
+
+def on_status(payload: dict, project: Project) -> str | None:
+    if records.upsert_status(project.id, payload) == "stale":
+        return f"out of order: a newer status {payload.get('context')!r} is stored"
+    return None
+
+
+def on_check_suite(payload: dict, project: Project) -> str | None:
+    # GitHub opens a suite for every checks-capable app, and many never run anything: suites would
+    # leave pull requests pending forever. Their runs arrive as check_run events.
+    return "check suites are summarised by their check runs (check_run events)"
+
+
+def on_push(payload: dict, project: Project) -> str | None:
+    default = (payload.get("repository") or {}).get("default_branch") or (payload.get("repository") or {}).get(
+        "master_branch")
+    if default and payload.get("ref") == f"refs/heads/{default}":
+        contents.forget_rules(project.id)  # agents' rules files are read at the default branch
+    return None
+
+
+# --- installation events: no repository, they bind or unbind projects -----------------------------
+def _projects_with_installation(installation_id) -> list[Project]:
+    return list(db.session.scalars(select(Project).where(Project.github_installation_id == str(installation_id))))
+
+
+def _bind(installation: dict, repositories: list[dict]) -> list[Project]:
+    bound = []
+    for repo in repositories:
+        project = records.project_for_repo(repo.get("full_name"))
+        if project is not None:
+            project.github_installation_id = str(installation["id"])
+            if not project.github_app_id and installation.get("app_id"):
+                project.github_app_id = str(installation["app_id"])
+            bound.append(project)
+    return bound
+
+
+def _unbind(installation: dict, repositories: list[dict] | None, reason: str) -> list[Project]:
+    projects = _projects_with_installation(installation["id"])
+    if repositories is not None:
+        names = {(r.get("full_name") or "").lower() for r in repositories}
+        projects = [p for p in projects if p.github_repo.lower() in names]
+    for project in projects:
+        project.github_installation_id = None
+        notify("warning", "github_installation", f"GitHub App {reason} for {project.github_repo}",
+               f"The GitHub App installation {installation['id']} was {reason}; MCC falls back to "
+               "MCC_GITHUB_TOKEN when set, and cannot reach GitHub for this project otherwise.",
+               {"installation_id": installation["id"]}, project_id=project.id)
+    return projects
+
+
+def on_installation(payload: dict, project: Project | None) -> str | None:
+    installation, action = payload["installation"], payload.get("action")
+    if action in ("created", "new_permissions_accepted", "unsuspend"):
+        repositories = payload.get("repositories")
+        if repositories is None:
+            return None if _projects_with_installation(installation["id"]) else "no project uses this installation"
+        return None if _bind(installation, repositories) else "none of the installation's repositories is bound"
+    if action == "deleted":
+        return None if _unbind(installation, None, "uninstalled") else "no project used this installation"
+    if action == "suspend":
+        projects = _projects_with_installation(installation["id"])
+        for item in projects:
+            notify("warning", "github_installation", f"GitHub App suspended for {item.github_repo}",
+                   f"The GitHub App installation {installation['id']} was suspended: GitHub calls will fail "
+                   "until it is unsuspended.", {"installation_id": installation["id"]}, project_id=item.id)
+        return None if projects else "no project uses this installation"
+    return f"installation action {action!r} needs nothing"
+
+
+def on_installation_repositories(payload: dict, project: Project | None) -> str | None:
+    installation = payload["installation"]
+    bound = _bind(installation, payload.get("repositories_added") or [])
+    unbound = _unbind(installation, payload.get("repositories_removed") or [], "removed from the repository")
+    return None if bound or unbound else "none of the repositories is bound to a project"
+
+
+# event -> (handler, needs a project bound to payload.repository)
+HANDLERS = {
+    "issues": (on_issues, True),
+    "issue_comment": (on_issue_comment, True),
+    "pull_request": (on_pull_request, True),
+    "pull_request_review": (on_pull_request_review, True),
+    "check_run": (on_check_run, True),
+    "check_suite": (on_check_suite, True),
+    "status": (on_status, True),
+    "push": (on_push, True),
+    "installation": (on_installation, False),
+    "installation_repositories": (on_installation_repositories, False),
+}
