@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import timezone
 from decimal import Decimal, InvalidOperation
 
 import requests
@@ -21,6 +22,8 @@ from mcc.llm.prices import Price, cost_of, find_price
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+# The longest Retry-After we wait for (or twice MCC_LLM_BACKOFF_MAX when larger); longer fails the call.
+RETRY_AFTER_CEILING = 60.0
 
 
 class LLMError(Exception):
@@ -81,8 +84,14 @@ def _retry_after_seconds(response: requests.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (TypeError, ValueError):  # not a date either: back off as usual
+        return None
+    if parsed.tzinfo is None:  # HTTP dates are GMT
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def _error_text(response: requests.Response) -> str:
@@ -138,11 +147,14 @@ class Gateway:
                 error = LLMError(f"gateway answered {response.status_code}: {_error_text(response)}",
                                  response.status_code, retryable)
                 wait = _retry_after_seconds(response)
+            if wait is not None and wait > max(RETRY_AFTER_CEILING, self.settings.backoff_max * 2):
+                # Retrying sooner than the gateway asked is pointless; waiting longer blocks a worker.
+                error = LLMError(f"{error} (asked to retry after {wait:.0f} s)", error.status, retryable=False)
             if not error.retryable or attempt > self.settings.max_retries:
                 log.warning("LLM call failed after %s attempt(s): %s", attempt, error)
                 raise error
             backoff = random.uniform(0, min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1)))
-            delay = min(self.settings.backoff_max * 2, wait) if wait is not None else backoff
+            delay = wait if wait is not None else backoff  # Retry-After is the gateway's word: never sooner
             log.info("LLM call attempt %s failed (%s); retrying in %.2fs", attempt, error, delay)
             time.sleep(delay)
 

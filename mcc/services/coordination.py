@@ -119,6 +119,25 @@ def try_lock(name: str, ttl: float):
     return _RedisLock(lock) if lock.acquire(blocking=False) else None
 
 
+def is_locked(name: str) -> bool:
+    redis = get_redis()
+    if redis is None:
+        return name in _local_locks
+    return bool(redis.exists(f"mcc:lock:{name}"))
+
+
+def once_per(key: str, ttl: float) -> bool:
+    """True for the first caller in ``ttl`` seconds, across every process."""
+    redis = get_redis()
+    if redis is None:
+        with _local_guard:
+            if _local_alive.get(f"once:{key}", 0) > time.time():
+                return False
+            _local_alive[f"once:{key}"] = time.time() + ttl
+            return True
+    return bool(redis.set(f"mcc:once:{key}", 1, nx=True, px=int(ttl * 1000)))
+
+
 def mark_alive(key: str, ttl: float) -> None:
     redis = get_redis()
     if redis is None:

@@ -1,7 +1,7 @@
 """The turn engine: who answers, in what order, through which gate, recorded exactly once.
 
 A turn is one agent answering one message. Turns of a conversation run one at a time, oldest
-first, driven by ``pump(conversation_id)`` under a conversation lock; an agent runs one turn at a
+first, one per ``pump(conversation_id)`` job under a conversation lock; an agent runs one turn at a
 time anywhere (agent lock). Every LLM call passes the call gate (emergency pause) first. A turn
 is claimed with a conditional UPDATE, so a redelivered job cannot run it twice, and its reply is
 stored in the same transaction that marks it succeeded.
@@ -27,7 +27,7 @@ from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.models.types import utcnow
 from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
-from mcc.services import budget, coordination, emergency, tools
+from mcc.services import budget, coordination, emergency, outbox, pipeline_tools, tools  # noqa: F401
 from mcc.services.periods import local_date
 from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
@@ -157,23 +157,24 @@ def _hold_queued(conversation_id: uuid.UUID) -> None:
 
 
 def pump(conversation_id: uuid.UUID) -> str:
-    """Run the conversation's queued turns in order until none is runnable. The job body."""
+    """Run the conversation's oldest queued turn, then queue a job for the next one. The job body.
+
+    One turn per job: a long hand-off chain goes back to the end of the queue after each turn,
+    so it cannot keep a worker from every other conversation.
+    """
     lock = coordination.try_lock(f"conversation:{conversation_id}", LOCK_TTL)
     if lock is None:
         return "busy"
-    outcome = "idle"
     try:
-        while True:
-            outcome = _step(conversation_id, lock)
-            if outcome != "ran":
-                break
+        outcome = _step(conversation_id, lock)
     finally:
         db.session.rollback()
         lock.release()
     if outcome == "agent_busy":
         kick(conversation_id, delay=_cfg("MCC_AGENT_BUSY_RETRY_SECONDS"))
-    elif outcome == "idle":
-        # A turn queued while we were releasing the lock would otherwise wait for nobody.
+    elif outcome in ("ran", "idle"):
+        # The next turn; or one queued while we were releasing the lock, which would otherwise
+        # wait for nobody.
         turn = _next_open_turn(conversation_id)
         if turn is not None and turn.status == "queued":
             kick(conversation_id)
@@ -255,9 +256,10 @@ def _record_call(turn: Turn, conversation: Conversation, agent: Agent, call_inde
     return entry
 
 
-def _hold_turn(turn: Turn, transcript: list, reason: str) -> None:
+def _hold_turn(turn: Turn, agent: Agent, transcript: list, reason: str) -> None:
     turn.status = "held"
     turn.transcript = transcript
+    agent.status = "idle"  # not working while held; _execute publishes it
     db.session.commit()
     log.info("turn %s held (%s)", turn.id, reason)
 
@@ -301,7 +303,7 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
     while True:
         db.session.refresh(conversation)
         if conversation.status == "paused":
-            _hold_turn(turn, transcript, "conversation paused")
+            _hold_turn(turn, agent, transcript, "conversation paused")
             return
         reservation, checks = budget.plan_reservation(conversation.project_id, agent.id, agent.model, transcript,
                                                       agent.max_tokens)
@@ -321,7 +323,7 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
                     "block limit covers this agent, so the call is refused.", {})
             return
         if call_id is None:
-            _hold_turn(turn, transcript, "emergency pause")
+            _hold_turn(turn, agent, transcript, "emergency pause")
             return
         try:
             result = gateway.chat(agent.model, transcript, agent.temperature, agent.max_tokens, tool_specs or None)
@@ -352,6 +354,7 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
         steps_done += 1
         turn.transcript, turn.tool_log = transcript, tool_log
         db.session.commit()
+        outbox.flush()  # what the tools changed (task_progress, hand-offs) is announced now
     _succeed(turn, conversation, agent, result)
 
 
@@ -377,6 +380,7 @@ def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResu
         for new_turn in new_turns:
             new_turn.status = "held"  # the paused conversation keeps them for resume
     db.session.commit()
+    outbox.flush()
     publish_message(reply)
     for notice in notices:
         publish_message(notice)
@@ -468,4 +472,23 @@ def reap_abandoned() -> list[uuid.UUID]:
             to_kick.append(turn.conversation_id)
     for conversation_id in dict.fromkeys(to_kick):
         kick(conversation_id)
+    _kick_stranded()
     return to_kick
+
+
+def _kick_stranded() -> None:
+    """Queued turns that nobody drives get a new kick.
+
+    A kick that met the conversation lock of a worker that died (it lives on for LOCK_TTL) found
+    the conversation busy and ended; so did a delayed kick when no RQ scheduler runs. Without
+    this the turn would wait for the next message.
+    """
+    quiet = _cfg("MCC_REAPER_SECONDS") * 2
+    stranded = db.session.scalars(select(Turn.conversation_id).where(
+        Turn.status == "queued", Turn.created_at < utcnow() - timedelta(seconds=quiet)).distinct()).all()
+    for conversation_id in stranded:
+        if coordination.is_locked(f"conversation:{conversation_id}"):
+            continue  # a pump is on it, or a dead one's lock has yet to expire
+        if coordination.once_per(f"kick:{conversation_id}", quiet):
+            log.info("conversation %s has queued turns and no pump; kicking it", conversation_id)
+            kick(conversation_id)
