@@ -6,9 +6,9 @@ from flask_smorest import Blueprint
 
 from mcc.errors import ValidationFailed
 from mcc.extensions import db
-from mcc.schemas.budget import (BudgetLimitCreateSchema, BudgetLimitPageSchema, BudgetLimitSchema,
-                                BudgetLimitUpdateSchema, BudgetSummarySchema, SpendPageSchema, SpendQuerySchema,
-                                TimelineQuerySchema, TimelineSchema)
+from mcc.schemas.budget import (MAX_TIMELINE_DAYS, BudgetLimitCreateSchema, BudgetLimitPageSchema,
+                                BudgetLimitSchema, BudgetLimitUpdateSchema, BudgetSummarySchema, SpendPageSchema,
+                                SpendQuerySchema, TimelineQuerySchema, TimelineSchema)
 from mcc.schemas.common import PageQuerySchema, page_of
 from mcc.security import requires_role
 from mcc.services import budget as service
@@ -74,11 +74,15 @@ class Summary(MethodView):
         return reports.summary()
 
 
-def _date_range(args: dict):
+def _date_range(args: dict, max_days: int | None = None):
     start, end = reports.default_range()
     start, end = args.get("start_date", start), args.get("end_date", end)
     if end < start:
         raise ValidationFailed("end_date is before start_date.", {"end_date": ["Before start_date."]})
+    # Checked after the defaults are filled in: `?end_date=4400-01-01` alone spans 2,400 years.
+    if max_days is not None and (end - start).days > max_days:
+        raise ValidationFailed("At most ten years per timeline.",
+                               {"start_date": ["At most ten years per timeline."]})
     return start, end
 
 
@@ -112,6 +116,6 @@ class Timeline(MethodView):
     @blp.response(200, TimelineSchema)
     def get(self, args):
         """Spend per day, week or month; one point per period, zero periods included"""
-        start, end = _date_range(args)
+        start, end = _date_range(args, MAX_TIMELINE_DAYS)
         return {"start_date": start, "end_date": end, "granularity": args["granularity"],
                 "points": reports.timeline(start, end, args["granularity"])}

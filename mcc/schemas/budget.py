@@ -6,7 +6,14 @@ from marshmallow import validate
 from mcc.models.budget import ACTIONS, PERIODS, SCOPE_TYPES
 from mcc.schemas.common import PageQuerySchema, PageSchema, QuerySchema, StrictSchema, Text, UtcDateTime
 
-AMOUNT = validate.Range(min=0, min_inclusive=False, max=1_000_000_000)
+# The column is NUMERIC(14, 6): below 10^8 dollars, micro-dollar precision (places=6 rounds to it).
+MAX_AMOUNT = 100_000_000
+AMOUNT = validate.Range(min=0, min_inclusive=False, max=MAX_AMOUNT, max_inclusive=False)
+# apispec would publish a Decimal field's bounds as strings ("0.000000") and drop exclusiveness.
+AMOUNT_DOC = {"minimum": 0, "exclusiveMinimum": True, "maximum": MAX_AMOUNT, "exclusiveMaximum": True,
+              "example": 50.0}
+# Longest timeline span: one point per day over ten years is still a small response.
+MAX_TIMELINE_DAYS = 3660
 
 
 class BudgetLimitSchema(ma.Schema):
@@ -26,7 +33,7 @@ class BudgetLimitCreateSchema(StrictSchema):
     name = Text(required=True, min_length=1, max_length=200)
     scope_type = ma.fields.String(required=True, validate=validate.OneOf(SCOPE_TYPES))
     scope_id = ma.fields.UUID(load_default=None, allow_none=True)
-    amount_usd = ma.fields.Decimal(required=True, places=6, validate=AMOUNT, allow_nan=False)
+    amount_usd = ma.fields.Decimal(required=True, places=6, validate=AMOUNT, allow_nan=False, metadata=AMOUNT_DOC)
     period = ma.fields.String(required=True, validate=validate.OneOf(PERIODS))
     alert_threshold = ma.fields.Float(load_default=0.8, validate=validate.Range(min=0, max=1), allow_nan=False)
     action_on_exceed = ma.fields.String(load_default="warn", validate=validate.OneOf(ACTIONS))
@@ -36,7 +43,7 @@ class BudgetLimitUpdateSchema(StrictSchema):
     name = Text(min_length=1, max_length=200)
     scope_type = ma.fields.String(validate=validate.OneOf(SCOPE_TYPES))
     scope_id = ma.fields.UUID(allow_none=True)
-    amount_usd = ma.fields.Decimal(places=6, validate=AMOUNT, allow_nan=False)
+    amount_usd = ma.fields.Decimal(places=6, validate=AMOUNT, allow_nan=False, metadata=AMOUNT_DOC)
     period = ma.fields.String(validate=validate.OneOf(PERIODS))
     alert_threshold = ma.fields.Float(validate=validate.Range(min=0, max=1), allow_nan=False)
     action_on_exceed = ma.fields.String(validate=validate.OneOf(ACTIONS))
@@ -103,7 +110,8 @@ class TimelineQuerySchema(DateRangeQuerySchema):
 
     @ma.validates_schema
     def _bounded(self, data, **kwargs):
-        if data.get("start_date") and data.get("end_date") and (data["end_date"] - data["start_date"]).days > 3660:
+        if (data.get("start_date") and data.get("end_date")
+                and (data["end_date"] - data["start_date"]).days > MAX_TIMELINE_DAYS):
             raise ma.ValidationError("At most ten years per timeline.", "start_date")
 
 

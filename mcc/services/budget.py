@@ -10,6 +10,7 @@ from the rollup when missing (restart, flush), so enforcement survives losing Re
 """
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -167,12 +168,33 @@ def _price_for(model: str) -> tuple[Price, bool]:
     return current_app.config["MCC_BUDGET_UNKNOWN_PRICE"], False  # fail closed, never zero
 
 
-def worst_case_cost(model: str, messages: list[dict], max_tokens: int) -> Decimal:
-    """Prompt estimate (generous: 3 characters a token, plus framing) + max_tokens of output."""
+def prompt_token_bound(text: str) -> int:
+    """Tokens a prompt text may be billed as: 3 ASCII characters a token (generous for prose and
+    code), and half a token per UTF-8 byte of anything else (CJK: 1.5 a character, Cyrillic: 1).
+    Counting every character at 3 a token under-reserves non-Latin text about threefold."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    other_bytes = len(text.encode("utf-8", "surrogatepass")) - ascii_chars
+    return ascii_chars // 3 + (other_bytes + 1) // 2
+
+
+def worst_case_cost(model: str, messages: list[dict], max_tokens: int, tools: list[dict] | None = None) -> Decimal:
+    """Prompt estimate (generous, plus framing; the tool definitions sent along are billed as
+    prompt too) + max_tokens of output."""
     price, _ = _price_for(model)
-    prompt_chars = sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or "")) for m in messages)
-    prompt_tokens = prompt_chars // 3 + 8 * len(messages) + 64
+    prompt_tokens = sum(prompt_token_bound(str(m.get("content") or ""))
+                        + prompt_token_bound(str(m.get("tool_calls") or "")) for m in messages)
+    if tools:
+        prompt_tokens += prompt_token_bound(json.dumps(tools))
+    prompt_tokens += 8 * len(messages) + 64
     return (price.input_per_million * prompt_tokens + price.output_per_million * max_tokens) / MICRO
+
+
+def _tool_specs(agent_id: uuid.UUID) -> list[dict]:
+    """The tool definitions the turn engine sends with this agent's calls (tools.specs_for)."""
+    from mcc.services import tools
+
+    agent = db.session.get(Agent, agent_id)
+    return tools.specs_for(agent) if agent is not None else []
 
 
 @dataclass
@@ -185,7 +207,7 @@ class Reservation:
 def plan_reservation(project_id: uuid.UUID, agent_id: uuid.UUID, model: str, messages: list[dict],
                      max_tokens: int) -> tuple[Reservation, list[tuple[str, int, int, BudgetLimit, Period]]]:
     """The block limits this call must fit in, with their counter keys and amounts."""
-    amount = to_micro(worst_case_cost(model, messages, max_tokens))
+    amount = to_micro(worst_case_cost(model, messages, max_tokens, _tool_specs(agent_id)))
     checks = []
     reservation = Reservation(amount_micro=amount)
     for limit in covering_limits(project_id, agent_id):
@@ -300,7 +322,7 @@ def blocked_agents(agent_ids: list[uuid.UUID], project_id: uuid.UUID) -> list[di
 
     blocked = []
     for agent in db.session.scalars(select(Agent).where(Agent.id.in_(agent_ids))):
-        minimal = worst_case_cost(agent.model, [], agent.max_tokens)
+        minimal = worst_case_cost(agent.model, [], agent.max_tokens, _tool_specs(agent.id))
         for limit in covering_limits(project_id, agent.id):
             if limit.action_on_exceed != "block":
                 continue

@@ -15,43 +15,74 @@ from mcc.models.budget import BudgetLimit, CostDaily
 from mcc.models.project import Project
 from mcc.models.task import Task
 from mcc.services import budget
-from mcc.services.periods import current_period, local_date, periods_between
+from mcc.services.periods import GRANULARITY, Period, current_period, local_date, periods_between
 
 
 def _money(value) -> float:
     return float(round(Decimal(value or 0), 6))
 
 
-def _spent_between(start: date, end: date) -> Decimal:
-    return Decimal(db.session.scalar(select(func.coalesce(func.sum(CostDaily.cost_usd), 0))
-                                     .where(CostDaily.day >= start, CostDaily.day < end)))
+def _spend_by_scope() -> tuple[dict[str, Period], dict]:
+    """Spend in the current day, week and month per scope, from one pass over the rollup.
+
+    Returns the periods and {("global", None) | ("project", id) | ("agent", id): {kind: Decimal}}.
+    One grouped query (at most a month and a week of rollup rows) instead of one per limit.
+    """
+    periods = {kind: current_period(kind) for kind in ("day", "week", "month")}
+    first, last = min(p.start for p in periods.values()), max(p.end for p in periods.values())
+    in_period = [func.coalesce(func.sum(CostDaily.cost_usd).filter(CostDaily.day >= p.start, CostDaily.day < p.end),
+                               0).label(kind) for kind, p in periods.items()]
+    rows = db.session.execute(select(CostDaily.project_id, CostDaily.agent_id, *in_period)
+                              .where(CostDaily.day >= first, CostDaily.day < last)
+                              .group_by(CostDaily.project_id, CostDaily.agent_id)).all()
+    totals: dict = {("global", None): dict.fromkeys(periods, Decimal(0))}
+    for row in rows:
+        for scope in (("global", None), ("project", row.project_id), ("agent", row.agent_id)):
+            if scope[1] is None and scope[0] != "global":
+                continue
+            spent = totals.setdefault(scope, dict.fromkeys(periods, Decimal(0)))
+            for kind in periods:
+                spent[kind] += Decimal(getattr(row, kind))
+    return periods, totals
 
 
 def summary() -> dict:
     """Today/week/month spent against the matching global limit, and limits over their threshold."""
-    global_limits = db.session.scalars(select(BudgetLimit).where(BudgetLimit.scope_type == "global")).all()
+    limits = db.session.scalars(select(BudgetLimit).order_by(BudgetLimit.created_at, BudgetLimit.id)).all()
+    periods, totals = _spend_by_scope()
     result = {}
     for name, kind, period_name in (("today", "day", "daily"), ("week", "week", "weekly"),
                                     ("month", "month", "monthly")):
-        period = current_period(kind)
-        spent = _spent_between(period.start, period.end)
-        amounts = [Decimal(l.amount_usd) for l in global_limits if l.period == period_name]
+        spent = totals[("global", None)][kind]
+        amounts = [Decimal(l.amount_usd) for l in limits if l.scope_type == "global" and l.period == period_name]
         limit = min(amounts) if amounts else None
         result[name] = {"spent": _money(spent), "limit": _money(limit) if limit is not None else None,
                         "percentage": round(float(spent / limit), 4) if limit else None}
-    result["alerts"] = current_alerts()
+    result["alerts"] = current_alerts(limits, totals)
     return result
 
 
-def current_alerts() -> list[dict]:
-    alerts = []
-    for limit in db.session.scalars(select(BudgetLimit).order_by(BudgetLimit.created_at)):
-        period = budget.limit_period(limit)
-        spent = budget.spent_from_rollup(limit, period)
+def current_alerts(limits: list[BudgetLimit] | None = None, totals: dict | None = None) -> list[dict]:
+    if limits is None:
+        limits = db.session.scalars(select(BudgetLimit).order_by(BudgetLimit.created_at, BudgetLimit.id)).all()
+    if totals is None:
+        totals = _spend_by_scope()[1]
+    over = []
+    for limit in limits:
+        spent = totals.get((limit.scope_type, limit.scope_id), {}).get(GRANULARITY[limit.period], Decimal(0))
         amount = Decimal(limit.amount_usd)
+        if float(spent / amount) >= limit.alert_threshold:
+            over.append((limit, spent, amount))
+    # Load the scopes' names in two queries; scope_label/scope_object then find them in the session
+    # (held here: the session's identity map only keeps weak references).
+    scopes = []
+    for model, scope_type in ((Project, "project"), (Agent, "agent")):
+        ids = {limit.scope_id for limit, _, _ in over if limit.scope_type == scope_type}
+        if ids:
+            scopes += db.session.scalars(select(model).where(model.id.in_(ids))).all()
+    alerts = []
+    for limit, spent, amount in over:
         ratio = float(spent / amount)
-        if ratio < limit.alert_threshold:
-            continue
         level = "critical" if spent >= amount else "warning"
         alerts.append({"type": level, "limit_id": str(limit.id), "scope": budget.scope_object(limit),
                        "current": _money(spent), "limit": _money(amount), "percentage": round(ratio, 4),
@@ -75,11 +106,14 @@ def spend_by(entity: str, start: date, end: date, page: int, limit: int) -> tupl
         column.label("entity_id"), func.sum(CostDaily.cost_usd).label("spent"),
         func.sum(CostDaily.tokens_in).label("tokens_in"), func.sum(CostDaily.tokens_out).label("tokens_out"),
         func.sum(CostDaily.calls).label("calls"), func.sum(CostDaily.messages).label("messages"),
+        func.count().over().label("total"),  # the number of groups, from the same pass
     ).where(column.is_not(None)).group_by(column), start, end).subquery()
-    total = db.session.scalar(select(func.count()).select_from(totals))
-    columns = [model, totals]
-    rows = db.session.execute(select(*columns).join(totals, totals.c.entity_id == model.id)
-                              .order_by(totals.c.spent.desc(), model.id).offset((page - 1) * limit).limit(limit))
+    rows = db.session.execute(select(model, totals).join(totals, totals.c.entity_id == model.id)
+                              .order_by(totals.c.spent.desc(), model.id).offset((page - 1) * limit).limit(limit)).all()
+    if rows:
+        total = rows[0].total
+    else:  # a page past the end: count the groups on their own
+        total = db.session.scalar(select(func.count()).select_from(totals))
     items = []
     for row in rows:
         entity_obj = row[0]
