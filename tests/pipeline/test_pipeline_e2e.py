@@ -1,0 +1,311 @@
+"""Issue -> architect plan -> coder pull request -> tester -> reviewer -> a person's merge, end to end.
+
+Real web and worker processes, the LLM stub scripted (per request, by the agent's tools) to call
+the pipeline's tools, and a fake GitHub that holds real branches, commits and pull requests. The
+test drives MCC only through its public API, a signed webhook and Socket.IO events.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+import requests
+
+from mcc.github.webhooks import sign
+from tests.github.conftest import load_payload
+from tests.pipeline.conftest import REPO, SECRET, call, last_tool_call, role_of, text_of
+from tests.stubs.llm import Step
+
+pytestmark = pytest.mark.live
+
+FIXED = "# Hello World\nSpelling.\n"
+FAILURE = "test_readme fails: 'Speling' is still misspelled on line 2"
+CHANGES = "Keep the heading as it was; only fix the typo."
+
+
+def deliver_issue(rt) -> requests.Response:
+    raw = json.dumps(load_payload("issues/opened.payload.json")).encode()
+    return requests.post(f"{rt.base}/api/v1/webhooks/github", data=raw, timeout=10, headers={
+        "X-GitHub-Event": "issues", "X-GitHub-Delivery": str(uuid.uuid4()), "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/test", "X-Hub-Signature-256": sign(SECRET, raw)})
+
+
+def start_from_webhook(rt, team) -> dict:
+    """A webhook-delivered issue, started: the architect's planning turn is queued."""
+    project = team["project"]
+    assert deliver_issue(rt).status_code == 202
+
+    def delivered():
+        items = rt.api("GET", f"/projects/{project}/issues").json()["items"]
+        return next((i for i in items if i["number"] == 1), None)
+    issue = rt.wait_for(delivered, timeout=20)
+    response = rt.api("POST", f"/projects/{project}/issues/{issue['id']}/start")
+    assert response.status_code == 202, response.text
+    assert response.json()["type"] == "issue"
+    return issue
+
+
+def tasks_of(rt, project, issue) -> list[dict]:
+    response = rt.api("GET", f"/projects/{project}/issues/{issue['id']}/tasks")
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def wait_task(rt, project, issue, predicate, timeout: float = 20) -> dict:
+    def check():
+        items = tasks_of(rt, project, issue)
+        return items[0] if len(items) == 1 and predicate(items[0]) else None
+    return rt.wait_for(check, timeout=timeout)
+
+
+class Script:
+    """What each agent does, decided per stub request from the agent's tools and its last tool call."""
+
+    def __init__(self, test_results=(True,), verdicts=("approve",)):
+        self.test_results = list(test_results)  # one per testing round; the last one repeats
+        self.testing_rounds = 0
+        self.verdicts = list(verdicts)  # one per review round; the last one repeats
+        self.review_rounds = 0
+        self.coder_briefs: list[str] = []
+        self.tool_results: dict[str, list[dict]] = {}
+        self.errors: list[str] = []
+
+    def __call__(self, body: dict) -> Step:
+        role, last = role_of(body), last_tool_call(body)
+        if last is not None:
+            result = json.loads(body["messages"][-1]["content"])
+            self.tool_results.setdefault(last, []).append(result)
+            if "error" in result:
+                self.errors.append(f"{role} {last}: {result}")
+                return Step(content=f"{last} failed.")
+        if role == "architect":
+            if last is None:
+                return call("create_tasks", {"tasks": [{
+                    "title": "Fix the spelling in the README", "description": "'Speling' -> 'Spelling'.",
+                    "priority": "high", "definition_of_done": "README spelled right", "assignee_type": "coder"}]})
+            return Step(content="Planned one task.")
+        if role == "coder":
+            if last is None:
+                self.coder_briefs.append(text_of(body))
+                return call("submit_changes", {"title": "Fix README spelling", "body": "Fixes the typo.",
+                                               "files": [{"path": "README.md", "content": FIXED}]})
+            return Step(content="Changes submitted.")
+        if role == "tester":
+            if last is None:
+                return call("read_pull_request")
+            if last == "read_pull_request":
+                passed = self.test_results[min(self.testing_rounds, len(self.test_results) - 1)]
+                self.testing_rounds += 1
+                return call("report_test_result", {"passed": passed,
+                                                   "summary": "all tests pass" if passed else FAILURE})
+            return Step(content="Tested.")
+        if role == "reviewer":
+            if last is None:
+                return call("read_pull_request")
+            if last == "read_pull_request":
+                verdict = self.verdicts[min(self.review_rounds, len(self.verdicts) - 1)]
+                self.review_rounds += 1
+                return call("submit_review", {"verdict": verdict, "summary": "Looks right to me."
+                                              if verdict == "approve" else CHANGES})
+            return Step(content="Reviewed.")
+        return Step(content="ok")
+
+
+def statuses_in_order(events: list[dict]) -> list[str]:
+    out: list[str] = []
+    for event in events:
+        if not out or out[-1] != event["status"]:
+            out.append(event["status"])
+    return out
+
+
+def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake_git, llm, progress):
+    started = time.monotonic()
+    script = Script()
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+
+    # Architect plans one task for the coder; coder submits; tester passes; reviewer approves.
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
+                     and "submit_review" in script.tool_results, timeout=30)
+    assert script.errors == [], script.errors
+    assert task["title"] == "Fix the spelling in the README" and task["priority"] == "high"
+    assert task["definition_of_done"] == "README spelled right"
+    assert task["issue"]["number"] == 1 and task["progress"] == 85 and task["attempts"] == 0
+
+    # The fake GitHub holds a real branch, a commit with the file, and one open PR referencing #1.
+    branch = f"mcc/task-{uuid.UUID(task['id']).hex[:8]}"
+    head = fake_git.ref(REPO, branch)
+    assert head is not None, f"no branch {branch}"
+    commit = fake_git.commit_of(REPO, head)
+    assert commit["message"] == "Fix README spelling"
+    assert commit["parents"] == [fake_git.ref(REPO, "master")]
+    assert fake_git.branch_files(REPO, branch) == {"README.md": FIXED}
+    [pull] = repo.pulls.values()
+    assert pull["state"] == "open" and pull["head"]["ref"] == branch and pull["base"]["ref"] == "master"
+    assert pull["head"]["sha"] == head
+    assert "#1" in pull["body"]
+    assert task["pr"]["number"] == pull["number"] and task["pr"]["status"] == "open"
+    # The tester and reviewer read the diff; the reviewer's summary is on the pull request.
+    diffs = [r["diff"] for r in script.tool_results["read_pull_request"]]
+    assert len(diffs) == 2 and all("+Spelling." in d and "-Speling." in d for d in diffs)
+    assert any("Looks right to me." in c["body"] for c in repo.comments.get(pull["number"], []))
+
+    # So far the socket client saw the task move through the pipeline, in order.
+    prt.wait_for(lambda: any(e["status"] == "review" for e in progress.drain()), timeout=5)
+    ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
+    assert [s for s in statuses_in_order(ours) if s != "pending"] == ["in_progress", "testing", "review"], ours
+    assert [e["progress"] for e in ours if e["status"] == "testing"][0] == 70
+
+    # CI passes on the head commit; a person approves: merged, task completed, issue closed.
+    repo.add_check_run(head, "ci", conclusion="success")
+    prs = prt.api("GET", f"/projects/{project}/pull-requests").json()["items"]
+    pr = next(p for p in prs if p["number"] == pull["number"])
+    response = prt.api("POST", f"/projects/{project}/pull-requests/{pr['id']}/approve")
+    assert response.status_code == 200, response.text
+    assert pull["merged"] is True and fake_git.ref(REPO, "master") == head
+    # (Needs pipeline.on_pull_request_merged wired into the approve endpoint.)
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "completed", timeout=5)
+    assert task["progress"] == 100 and task["assigned_to"] is None
+    assert repo.issues[1]["state"] == "closed"
+    mirrored = prt.api("GET", f"/projects/{project}/issues", params={"state": "all"}).json()["items"]
+    assert next(i for i in mirrored if i["id"] == issue["id"])["state"] == "closed"
+    history = prt.api("GET", f"/projects/{project}/tasks/{task['id']}").json()["history"]
+    assert [h["to_status"] for h in history] == ["pending", "in_progress", "testing", "review", "completed"]
+
+    # The socket client saw the completion too, after the review.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not any(e["status"] == "completed" for e in progress.drain()):
+        time.sleep(0.1)
+    ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
+    if not any(e["status"] == "completed" for e in ours):
+        # Known product bug (reported): POST .../pull-requests/{id}/approve commits but never runs
+        # outbox.flush(), so the task_progress the merge queued is never published.
+        pytest.xfail("approve endpoint does not flush the outbox: no task_progress 'completed' event")
+    order = [s for s in statuses_in_order(ours) if s != "pending"]
+    assert order == ["in_progress", "testing", "review", "completed"], ours
+    assert ours[-1]["progress"] == 100
+    assert time.monotonic() - started < 60
+
+
+def test_failed_tests_send_the_task_back_and_the_second_submit_updates_the_same_pull_request(
+        prt, team, repo, fake_git, llm, progress):
+    started = time.monotonic()
+    script = Script(test_results=(False, True))
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+
+    # First round: tests fail -> back to the coder (attempt 1) with the summary; the coder submits
+    # again, the tester passes, the reviewer approves.
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
+                     and "submit_review" in script.tool_results, timeout=40)
+    assert script.errors == [], script.errors
+    assert task["attempts"] == 1
+    assert len(script.coder_briefs) == 2
+    assert FAILURE not in script.coder_briefs[0] and FAILURE in script.coder_briefs[1]
+
+    history = prt.api("GET", f"/projects/{project}/tasks/{task['id']}").json()["history"]
+    assert [h["to_status"] for h in history] == ["pending", "in_progress", "testing", "in_progress", "testing",
+                                                 "review"]
+    back = history[3]
+    assert back["actor_type"] == "agent" and back["actor_name"] == "Tess" and FAILURE in back["reason"]
+
+    # The coder's second brief, in the task conversation, names the failure.
+    messages = prt.messages(project, task["conversation_id"])
+    briefs = [m for m in messages if m["author_type"] == "system" and "Feedback to address" in m["content"]]
+    assert len(briefs) == 1 and FAILURE in briefs[0]["content"] and "attempt 2" in briefs[0]["content"]
+
+    # Both submissions went to the same branch and the same (single) pull request.
+    branch = f"mcc/task-{uuid.UUID(task['id']).hex[:8]}"
+    submits = script.tool_results["submit_changes"]
+    assert len(submits) == 2 and all(s.get("branch") == branch for s in submits)
+    assert submits[0]["pull_request"]["number"] == submits[1]["pull_request"]["number"]
+    assert len(repo.pulls) == 1
+    [pull] = repo.pulls.values()
+    head = fake_git.ref(REPO, branch)
+    assert head == submits[1]["commit"] and pull["head"]["sha"] == head
+    assert fake_git.commit_of(REPO, head)["parents"] == [submits[0]["commit"]]
+    assert len(fake_git.calls("POST", r"/pulls$")) == 1 and len(fake_git.calls("PATCH", r"/pulls/\d+$")) == 1
+    assert task["pr"]["number"] == pull["number"]
+
+    prt.wait_for(lambda: any(e["status"] == "review" for e in progress.drain()), timeout=5)
+    ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
+    order = [s for s in statuses_in_order(ours) if s != "pending"]
+    assert order == ["in_progress", "testing", "in_progress", "testing", "review"], ours
+    assert time.monotonic() - started < 60
+
+
+def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
+        prt, team, repo, fake_git, llm):
+    started = time.monotonic()
+    script = Script()
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
+                     and "submit_review" in script.tool_results, timeout=30)
+    [pull] = repo.pulls.values()
+    prs = prt.api("GET", f"/projects/{project}/pull-requests").json()["items"]
+    pr = next(p for p in prs if p["number"] == pull["number"])
+
+    feedback = "Please also fix 'Wrold' in the title line."
+    response = prt.api("POST", f"/projects/{project}/pull-requests/{pr['id']}/reject", json={"feedback": feedback})
+    assert response.status_code == 200, response.text
+    # (Needs pipeline.on_pull_request_rejected wired into the reject endpoint.)
+    task = tasks_of(prt, project, issue)[0]
+    assert task["status"] in ("in_progress", "testing", "review") and task["attempts"] == 1
+    history = prt.api("GET", f"/projects/{project}/tasks/{task['id']}").json()["history"]
+    back = history[4]
+    assert (back["from_status"], back["to_status"], back["actor_type"]) == ("review", "in_progress", "user")
+    assert feedback in back["reason"]
+
+    # The coder gets the feedback, resubmits on the same branch and pull request; the task goes
+    # through testing and review again.
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
+                     and len(script.tool_results.get("submit_review", [])) == 2, timeout=30)
+    assert script.errors == [], script.errors
+    assert len(script.coder_briefs) == 2 and feedback in script.coder_briefs[1]
+    assert len(repo.pulls) == 1 and len(fake_git.calls("POST", r"/pulls$")) == 1
+    assert pull["head"]["sha"] == script.tool_results["submit_changes"][1]["commit"]
+    assert time.monotonic() - started < 60
+
+
+def test_requested_changes_send_the_task_back_to_the_coder(prt, team, repo, fake_git, llm):
+    script = Script(verdicts=("request_changes", "approve"))
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
+                     and len(script.tool_results.get("submit_review", [])) == 2, timeout=40)
+    assert script.errors == [], script.errors
+    assert task["attempts"] == 1
+    assert len(script.coder_briefs) == 2 and CHANGES in script.coder_briefs[1]
+    history = prt.api("GET", f"/projects/{project}/tasks/{task['id']}").json()["history"]
+    assert [h["to_status"] for h in history] == ["pending", "in_progress", "testing", "review", "in_progress",
+                                                 "testing", "review"]
+    assert history[4]["actor_name"] == "Rev" and CHANGES in history[4]["reason"]
+    assert len(repo.pulls) == 1 and len(fake_git.calls("POST", r"/pulls$")) == 1
+
+
+def test_tests_failing_every_time_fail_the_task_after_the_attempt_limit(prt, team, repo, llm, progress):
+    script = Script(test_results=(False,))
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "failed", timeout=40)
+    time.sleep(1)  # nothing runs after the failure
+    assert script.errors == [], script.errors
+    assert task["attempts"] == 3  # MCC_MAX_TASK_ATTEMPTS
+    assert len(script.coder_briefs) == 3 and script.testing_rounds == 3
+    assert len(script.tool_results.get("submit_changes", [])) == 3
+    assert "submit_review" not in script.tool_results
+    history = prt.api("GET", f"/projects/{project}/tasks/{task['id']}").json()["history"]
+    assert [h["to_status"] for h in history][-2:] == ["in_progress", "failed"]
+    notes = prt.api("GET", "/notifications").json()["items"]
+    assert any(n["kind"] == "task_failed" and n["data"]["task_id"] == task["id"] for n in notes), notes
+    prt.wait_for(lambda: any(e["status"] == "failed" for e in progress.drain()), timeout=5)
+    assert len(repo.pulls) == 1
