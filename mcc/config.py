@@ -40,6 +40,8 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_MAX_BODY_BYTES", "1048576", "largest accepted request body"),
     ("MCC_LOG_LEVEL", "INFO", "log level"),
     ("MCC_LOG_FORMAT", "`json` in production, `text` otherwise", "`json` or `text`"),
+    ("MCC_SOCKETIO_CHANNEL", "`mcc-socketio-<redis db>`",
+     "Redis pub/sub channel of the Socket.IO queue; deployments sharing a Redis server need distinct ones"),
     ("MCC_SOCKET_RATE_LIMIT", "100 per minute", "client events per Socket.IO connection"),
     ("MCC_SOCKET_SWEEP_SECONDS", "15", "how often live sockets are checked for expired or revoked tokens"),
     ("MCC_TIMEZONE", "UTC", "timezone of calendar days, weeks and months (stats, budgets)"),
@@ -101,6 +103,13 @@ def _price_pair(value: str):
     return Price(Decimal(given), Decimal(received))
 
 
+def _channel_for(redis_url: str | None) -> str:
+    from urllib.parse import urlsplit
+
+    database = (urlsplit(redis_url).path.strip("/") or "0") if redis_url else "0"
+    return f"mcc-socketio-{database}"
+
+
 class ConfigError(RuntimeError):
     """The environment does not describe a runnable service."""
 
@@ -157,7 +166,7 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_ENV": "production" if production else "development",
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
-        # Sized for the web process's 100 threads; a request waits at most 10 s for a connection
+        # Web threads share this pool; a request waits at most 10 s for a connection
         # (then 503, not a hang).
         "SQLALCHEMY_ENGINE_OPTIONS": ({"pool_pre_ping": True} if database_url.startswith("sqlite") else
                                       {"pool_pre_ping": True, "pool_size": int(env.get("MCC_DB_POOL_SIZE", 10)),
@@ -169,6 +178,7 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_LOG_LEVEL": env.get("MCC_LOG_LEVEL", "INFO").upper(),
         "MCC_LOG_FORMAT": log_format,
         "MCC_SOCKETIO_ASYNC_MODE": env.get("MCC_SOCKETIO_ASYNC_MODE", "threading"),
+        "MCC_SOCKETIO_CHANNEL": env.get("MCC_SOCKETIO_CHANNEL") or _channel_for(redis_url),
         "MCC_SOCKET_RATE_LIMIT": env.get("MCC_SOCKET_RATE_LIMIT", "100 per minute"),
         "MCC_TIMEZONE": env.get("MCC_TIMEZONE", "UTC"),
         "MCC_SOCKET_SWEEP_SECONDS": float(env.get("MCC_SOCKET_SWEEP_SECONDS", 15)),

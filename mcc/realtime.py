@@ -213,6 +213,8 @@ def init_app(app) -> None:
     socketio.init_app(
         app,
         message_queue=app.config.get("REDIS_URL"),
+        # Pub/sub channels ignore the Redis database number: one channel per deployment.
+        channel=app.config["MCC_SOCKETIO_CHANNEL"],
         async_mode=app.config["MCC_SOCKETIO_ASYNC_MODE"],
         cors_allowed_origins=app.config["MCC_CORS_ORIGINS"],  # None: same origin only
         max_http_buffer_size=app.config["MAX_CONTENT_LENGTH"],

@@ -151,7 +151,11 @@ def post_message(project_id: uuid.UUID | None, conversation_id: uuid.UUID, user_
 
 def message_page(conversation_id: uuid.UUID, before: uuid.UUID | None, limit: int) -> tuple[list[Message], bool]:
     """Newest first. Keyset on (conversation_id, seq): the cost does not grow with history."""
-    query = select(Message).where(Message.conversation_id == conversation_id)
+    # The range (not equality) on conversation_id keeps PostgreSQL on ix_messages_conversation_seq:
+    # with "=" it drops conversation_id from the ORDER BY and may walk the primary key backwards
+    # through every newer message of other conversations (bench/message_pages.py, phases B and C).
+    query = select(Message).where(Message.conversation_id >= conversation_id,
+                                  Message.conversation_id <= conversation_id)
     if before is not None:
         cursor = db.session.scalar(
             select(Message.seq).where(Message.id == before, Message.conversation_id == conversation_id))
@@ -159,5 +163,6 @@ def message_page(conversation_id: uuid.UUID, before: uuid.UUID | None, limit: in
             raise ValidationFailed("before must be the id of a message of this conversation.",
                                    {"before": ["Unknown message."]})
         query = query.where(Message.seq < cursor)
-    rows = list(db.session.scalars(query.order_by(Message.seq.desc()).limit(limit + 1)))
+    rows = list(db.session.scalars(query.order_by(Message.conversation_id.desc(), Message.seq.desc())
+                                   .limit(limit + 1)))
     return rows[:limit], len(rows) > limit

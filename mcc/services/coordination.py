@@ -115,7 +115,8 @@ def try_lock(name: str, ttl: float):
                 return None
             _local_locks[name] = True
         return _LocalLock(_local_locks, name)
-    lock = redis.lock(f"mcc:lock:{name}", timeout=ttl, blocking=False)
+    # thread_local=False: the heartbeat thread extends a lock another thread took.
+    lock = redis.lock(f"mcc:lock:{name}", timeout=ttl, blocking=False, thread_local=False)
     return _RedisLock(lock) if lock.acquire(blocking=False) else None
 
 
