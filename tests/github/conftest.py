@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from tests.factories import make_project
 from tests.github.fake_github import FakeGitHub
 
 SECRET = "webhook-secret-for-tests"
-PAYLOADS = Path(__file__).resolve().parents[3] / "shared" / "github-webhooks"
+PAYLOADS = Path(os.environ.get("MCC_TEST_WEBHOOK_PAYLOADS")
+                or Path(__file__).resolve().parents[3] / "shared" / "github-webhooks")
 HELLO = "Codertocat/Hello-World"
 # What the tests change in the (session-wide) app's configuration; restored after each test.
 GITHUB_KEYS = ("MCC_GITHUB_API_URL", "MCC_GITHUB_TOKEN", "MCC_GITHUB_APP_ID", "MCC_GITHUB_APP_PRIVATE_KEY",
@@ -25,7 +27,8 @@ GITHUB_KEYS = ("MCC_GITHUB_API_URL", "MCC_GITHUB_TOKEN", "MCC_GITHUB_APP_ID", "M
 def payload_path(relative: str) -> Path:
     path = PAYLOADS / relative
     if not path.exists():
-        pytest.skip(f"shared payload {relative} not found (../shared/github-webhooks)")
+        # A missing payload is a broken checkout, not a reason to test less.
+        pytest.fail(f"shared payload {relative} not found under {PAYLOADS} (set MCC_TEST_WEBHOOK_PAYLOADS)")
     return path
 
 
