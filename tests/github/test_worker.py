@@ -59,7 +59,13 @@ def test_worker_imports_new_projects_applies_webhooks_and_syncs(processes, fake_
     def listed(what: str) -> list[dict]:
         return session.get(f"{base}/api/v1/projects/{project}/{what}?state=all", timeout=10).json()["items"]
 
-    assert len(wait_for(lambda: len(listed("issues")) == 3 and listed("issues"), worker)) == 3
+    def sync_status() -> str | None:
+        sync = session.get(f"{base}/api/v1/projects/{project}/github", timeout=10).json()["sync"]
+        return sync and sync["last_status"]
+
+    # Issues are committed before pull requests; a user (and this test) waits for the sync to finish.
+    wait_for(lambda: sync_status() == "ok", worker)
+    assert sorted(i["title"] for i in listed("issues")) == [f"Live issue {n}" for n in range(3)]
     assert [p["title"] for p in listed("pull-requests")] == ["Live pull request"]
 
     payload = load_payload("pull_request/opened.payload.json")
