@@ -3,15 +3,22 @@
 The app and every job module are imported here, once, before RQ forks a work horse per job, so
 a job does not pay for imports (see DESIGN.md, "Pitfalls"). The engine is disposed so that no
 pooled database connection crosses a fork. A reaper thread recovers turns whose worker died.
+
+A fork copies the locks of every thread but only the forking thread: a work horse forked while the
+reaper thread held one of SQLAlchemy's locks (mapper configuration, the statement cache, the pool)
+would wait forever for a lock nobody will release. So mappers are configured before the reaper
+starts, and a fork waits for the reaper's pass to end (``_hold_reaper_across_forks``).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 
 from rq import Worker
+from sqlalchemy.orm import configure_mappers
 from rq.serializers import JSONSerializer
 
 from mcc import create_app
@@ -21,13 +28,20 @@ from mcc.redis_store import get_redis
 from workers import agent, context, github, maintenance  # noqa: F401  (preload job modules)
 
 log = logging.getLogger("workers")
+_reaper_pass = threading.Lock()
+
+
+def _hold_reaper_across_forks() -> None:
+    """Every fork (a work horse, the scheduler) waits for the reaper's current pass, then holds it off."""
+    os.register_at_fork(before=_reaper_pass.acquire, after_in_parent=_reaper_pass.release,
+                        after_in_child=_reaper_pass.release)
 
 
 def _reaper(app, interval: float, stop: threading.Event) -> None:
     from mcc.services.turns import reap_abandoned
 
     while True:
-        with app.app_context():
+        with _reaper_pass, app.app_context():
             try:
                 reap_abandoned()
             except Exception:
@@ -53,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("REDIS_URL is not set: in embedded mode jobs run inside the web process; "
                       "a worker needs Redis.")
             return 2
+        configure_mappers()
         db.engine.dispose()
+        _hold_reaper_across_forks()
         stop = threading.Event()
         threading.Thread(target=_reaper, args=(app, app.config["MCC_REAPER_SECONDS"], stop), daemon=True,
                          name="turn-reaper").start()
