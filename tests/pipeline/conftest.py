@@ -45,6 +45,7 @@ def prt(pipeline_env, committed_db, app, tmp_path, repo):
     """Runtime (web + 2 workers) configured for the fake GitHub."""
     with app.app_context():
         make_user("operator", username="operator")
+        make_user("admin", username="admin")
     rt = Runtime(pipeline_env, tmp_path, workers=2)
     yield rt
     rt.stop()

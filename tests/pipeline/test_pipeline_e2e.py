@@ -7,6 +7,7 @@ test drives MCC only through its public API, a signed webhook and Socket.IO even
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
@@ -305,3 +306,59 @@ def test_tests_failing_every_time_fail_the_task_after_the_attempt_limit(prt, tea
     assert any(n["kind"] == "task_failed" and n["data"]["task_id"] == task["id"] for n in notes), notes
     prt.wait_for(lambda: any(e["status"] == "failed" for e in progress.drain()), timeout=5)
     assert len(repo.pulls) == 1
+
+
+class HoldingScript(Script):
+    """Script, except that the tester's first call waits in the stub until the test releases it."""
+
+    def __init__(self):
+        super().__init__()
+        self.tester_calling = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, body: dict) -> Step:
+        if role_of(body) == "tester" and last_tool_call(body) is None and not self.tester_calling.is_set():
+            self.tester_calling.set()
+            self.release.wait(timeout=20)
+        return super().__call__(body)
+
+
+def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continues_it(
+        prt, team, repo, llm, progress):
+    script = HoldingScript()
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+
+    # The coder has submitted; the tester's first call is at the gateway when a person pauses everything.
+    assert script.tester_calling.wait(timeout=30), prt.logs()
+    paused = prt.api("POST", "/emergency/pause-all", json={"reason": "check the pipeline"})
+    paused_at = time.time()
+    assert paused.status_code == 200, paused.text
+    script.release.set()
+
+    # The call already at the gateway finishes (the tester asks to read the pull request), and then
+    # nothing: the call that would hand the tester the diff, its verdict, the reviewer — all held.
+    time.sleep(3)
+    late = [role_of(c.body) for c in llm.calls_after(paused_at)]
+    assert late == [], f"LLM calls made while paused: {late}"
+    assert "read_pull_request" not in script.tool_results and script.testing_rounds == 0
+    [task] = tasks_of(prt, project, issue)
+    assert task["status"] == "testing" and task["attempts"] == 0
+    assert prt.api("GET", "/emergency/status").json()["status"] == "paused"
+    assert not any(e["status"] == "review" for e in progress.drain())
+
+    # An admin resumes: the held tester continues where it stopped, then the reviewer approves.
+    admin = prt.login("admin")
+    resumed = prt.api("POST", "/emergency/resume-all", token=admin)
+    assert resumed.status_code == 200, resumed.text
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
+                     and "submit_review" in script.tool_results, timeout=30)
+    assert script.errors == [], script.errors
+    assert script.testing_rounds == 1 and len(script.tool_results["read_pull_request"]) == 2
+    assert len(script.tool_results["submit_changes"]) == 1 and len(repo.pulls) == 1
+    history = prt.api("GET", f"/projects/{project}/tasks/{task['id']}").json()["history"]
+    assert [h["to_status"] for h in history] == ["pending", "in_progress", "testing", "review"]
+    prt.wait_for(lambda: any(e["status"] == "review" for e in progress.drain()), timeout=5)
+    ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
+    assert [s for s in statuses_in_order(ours) if s != "pending"] == ["in_progress", "testing", "review"], ours
