@@ -10,7 +10,7 @@ from flask import g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 
 # What we echo back from a client: short and boring, so it cannot inject into logs or headers.
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 
 class RequestIdFilter(logging.Filter):

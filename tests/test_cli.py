@@ -43,6 +43,14 @@ def test_bad_role_and_short_password_are_refused(app, client):
     assert find_user("erin") is None
 
 
+def test_usernames_outside_the_allowed_characters_are_refused(app):
+    for bad in ("erin\n", "er in", "erin/../x", "a" * 65, ""):
+        result = invoke(app, "users", "create", bad, "--role", "viewer", "--password", "a long password")
+        assert result.exit_code != 0 and "Usernames are" in result.output, (bad, result.output)
+    with app.app_context():
+        assert [u.username for u in User.query.all()] == []
+
+
 def test_set_password_and_reset_2fa(app, client, db_session):
     invoke(app, "users", "create", "frank", "--role", "viewer", "--password", "first password")
     user = find_user("frank")

@@ -35,8 +35,8 @@ from mcc.services.notifications import notify
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-_SIGNATURE = re.compile(r"^sha256=[0-9a-fA-F]{64}$")
-_DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_SIGNATURE = re.compile(r"^sha256=[0-9a-fA-F]{64}\Z")
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}\Z")
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -5,7 +5,7 @@ from marshmallow import validate
 
 from mcc.schemas.common import StrictSchema, Text, UtcDateTime
 
-TOTP_CODE = validate.Regexp(r"^[0-9]{6}$", error="Must be a 6-digit code.")
+TOTP_CODE = validate.Regexp(r"^[0-9]{6}\Z", error="Must be a 6-digit code.")
 
 
 class LoginSchema(StrictSchema):

@@ -6,7 +6,7 @@ from marshmallow import validate
 from mcc.schemas.common import PageQuerySchema, PageSchema, StrictSchema, Text, UtcDateTime
 
 # GitHub: owner 1-39 alphanumerics or single hyphens; repository name letters, digits, . _ -
-GITHUB_REPO = validate.Regexp(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}/[A-Za-z0-9._-]{1,100}$",
+GITHUB_REPO = validate.Regexp(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}/[A-Za-z0-9._-]{1,100}\Z",
                               error="Must look like owner/repo.")
 
 
@@ -33,8 +33,8 @@ class ProjectCreateSchema(StrictSchema):
     name = Text(required=True, min_length=1, max_length=200)
     description = Text(max_length=10_000, allow_none=True)
     github_repo = Text(required=True, max_length=140, validate=[GITHUB_REPO])
-    github_app_id = Text(max_length=64, allow_none=True, validate=[validate.Regexp(r"^[0-9]*$")])
-    github_installation_id = Text(max_length=64, allow_none=True, validate=[validate.Regexp(r"^[0-9]*$")])
+    github_app_id = Text(max_length=64, allow_none=True, validate=[validate.Regexp(r"^[0-9]*\Z")])
+    github_installation_id = Text(max_length=64, allow_none=True, validate=[validate.Regexp(r"^[0-9]*\Z")])
     is_active = ma.fields.Boolean()
 
 

@@ -10,7 +10,7 @@ from mcc.extensions import db
 from mcc.models.auth import ROLES, User
 from mcc.services.auth import find_user, hash_password, void_all_tokens
 
-USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 MIN_PASSWORD_LENGTH = 10
 
 

@@ -97,7 +97,7 @@ def test_create_requires_name_and_github_repo_and_refuses_unknown_fields(client,
 
 @pytest.mark.parametrize("repo", ["noslash", "owner/", "/repo", "owner/repo/extra", "own er/repo",
                                   "https://github.com/owner/repo", "-owner/repo", "owner-/repo", "ow--ner/repo",
-                                  "owner/re po", "a" * 40 + "/repo", ""])
+                                  "owner/re po", "a" * 40 + "/repo", "", "owner/repo\n"])
 def test_github_repo_must_look_like_owner_slash_repo(client, operator, repo):
     """A github_repo that is not owner/repo is 422 VALIDATION_ERROR naming github_repo; nothing is stored."""
     response = client.post(API, json={"name": "Bad", "github_repo": repo}, headers=operator)
