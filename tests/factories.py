@@ -95,3 +95,18 @@ def make_message(conversation, content: str | None = None, agent=None, user=None
     if commit:
         db.session.commit()
     return message
+
+
+def make_spend(project, agent=None, cost_usd="0", created_at=None, commit: bool = True):
+    """One LLM call in the cost ledger, as the turn engine records it (the source of every spend figure)."""
+    from decimal import Decimal
+
+    from mcc.models.turn import LedgerEntry
+
+    fields = {"created_at": created_at} if created_at is not None else {}
+    entry = LedgerEntry(project_id=project.id, agent_id=agent.id if agent is not None else None,
+                        model="anthropic/claude-3.5-sonnet", cost_usd=Decimal(str(cost_usd)), **fields)
+    db.session.add(entry)
+    if commit:
+        db.session.commit()
+    return entry

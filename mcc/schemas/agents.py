@@ -21,8 +21,11 @@ class ModelConfigUpdateSchema(ModelConfigSchema):
 
 
 class AgentStatsSchema(ma.Schema):
-    messages_today = ma.fields.Integer(required=True)
-    cost_today = ma.fields.Float(required=True)
+    messages_today = ma.fields.Integer(required=True, metadata={"description": "the agent's messages since midnight "
+                                                                          "(MCC_TIMEZONE)"})
+    cost_today = ma.fields.Float(required=True, metadata={
+        "description": "USD the agent's LLM calls cost since midnight (MCC_TIMEZONE), from the cost ledger: "
+                       "calls of failed turns count too"})
 
 
 class AgentSummarySchema(ma.Schema):

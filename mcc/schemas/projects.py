@@ -13,7 +13,9 @@ GITHUB_REPO = validate.Regexp(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,3
 class ProjectStatsSchema(ma.Schema):
     open_issues = ma.fields.Integer(required=True)
     active_conversations = ma.fields.Integer(required=True)
-    today_cost = ma.fields.Float(required=True, metadata={"description": "USD spent today (MCC_TIMEZONE)"})
+    today_cost = ma.fields.Float(required=True, metadata={
+        "description": "USD spent on LLM calls since midnight (MCC_TIMEZONE), from the cost ledger: "
+                       "calls of failed turns count too"})
 
 
 class ProjectSchema(ma.Schema):

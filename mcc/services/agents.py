@@ -11,6 +11,7 @@ from mcc.errors import ValidationFailed
 from mcc.extensions import db
 from mcc.models.agent import Agent
 from mcc.models.conversation import Message
+from mcc.models.turn import LedgerEntry
 from mcc.models.types import utcnow
 from mcc.services.clock import start_of_today
 from mcc.services.lookup import get_scoped
@@ -34,12 +35,20 @@ def list_agents(project_id: uuid.UUID, page: int, limit: int) -> tuple[list[Agen
 def agent_stats(agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
     stats = {aid: {"messages_today": 0, "cost_today": 0.0} for aid in agent_ids}
     if agent_ids:
-        rows = db.session.execute(
-            select(Message.agent_id, func.count(), func.coalesce(func.sum(Message.cost_usd), 0))
-            .where(Message.agent_id.in_(agent_ids), Message.created_at >= start_of_today())
+        since = start_of_today()
+        messages = db.session.execute(
+            select(Message.agent_id, func.count())
+            .where(Message.agent_id.in_(agent_ids), Message.created_at >= since)
             .group_by(Message.agent_id))
-        for aid, count, cost in rows:
-            stats[aid] = {"messages_today": count, "cost_today": float(Decimal(cost))}
+        for aid, count in messages:
+            stats[aid]["messages_today"] = count
+        # The ledger, not messages: a call whose turn failed was paid for and left no reply.
+        spend = db.session.execute(
+            select(LedgerEntry.agent_id, func.coalesce(func.sum(LedgerEntry.cost_usd), 0))
+            .where(LedgerEntry.agent_id.in_(agent_ids), LedgerEntry.created_at >= since)
+            .group_by(LedgerEntry.agent_id))
+        for aid, cost in spend:
+            stats[aid]["cost_today"] = float(Decimal(cost))
     return stats
 
 

@@ -9,9 +9,10 @@ from sqlalchemy.exc import IntegrityError
 
 from mcc.errors import ValidationFailed
 from mcc.extensions import db
-from mcc.models.conversation import Conversation, Message
+from mcc.models.conversation import Conversation
 from mcc.models.github import Issue
 from mcc.models.project import Project
+from mcc.models.turn import LedgerEntry
 from mcc.services.clock import start_of_today
 from mcc.services.lookup import get_scoped
 
@@ -47,11 +48,11 @@ def project_stats(project_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
         .group_by(Conversation.project_id))
     for pid, count in active:
         stats[pid]["active_conversations"] = count
+    # The ledger, not messages: a call whose turn failed was paid for and left no reply.
     cost = db.session.execute(
-        select(Conversation.project_id, func.coalesce(func.sum(Message.cost_usd), 0))
-        .join(Message, Message.conversation_id == Conversation.id)
-        .where(Conversation.project_id.in_(project_ids), Message.created_at >= start_of_today())
-        .group_by(Conversation.project_id))
+        select(LedgerEntry.project_id, func.coalesce(func.sum(LedgerEntry.cost_usd), 0))
+        .where(LedgerEntry.project_id.in_(project_ids), LedgerEntry.created_at >= start_of_today())
+        .group_by(LedgerEntry.project_id))
     for pid, total in cost:
         stats[pid]["today_cost"] = float(Decimal(total))
     return stats

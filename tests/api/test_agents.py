@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from mcc.extensions import db
 from tests.factories import (auth_headers, make_agent, make_conversation, make_message, make_project,
-                             make_user)
+                             make_spend, make_user)
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 AGENT_FIELDS = {"id", "project_id", "name", "type", "model_config", "system_prompt", "rules_file_path",
@@ -219,16 +219,22 @@ def test_list_is_paged_and_scoped_to_the_project(client, operator, project):
 
 
 def test_stats_count_todays_messages_and_cost_of_each_agent(client, operator, project):
-    """messages_today and cost_today come from the agent's own messages since midnight."""
+    """messages_today counts the agent's messages since midnight; cost_today its spend in the ledger
+    since midnight, including a call whose turn failed and left no message."""
     architect, coder, idle = make_agent(project), make_agent(project), make_agent(project)
     conversation = make_conversation(project, agents=[architect, coder])
     other_conversation = make_conversation(project, agents=[architect])
     midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     for cost in ("1.20", "2.00", "0.000005"):
         make_message(conversation, agent=architect, cost_usd=cost)
-    make_message(other_conversation, agent=architect, cost_usd="2.00")
+        make_spend(project, architect, cost)
+    make_message(other_conversation, agent=architect, cost_usd="1.50")
+    make_spend(project, architect, "1.50")
+    make_spend(project, architect, "0.50")  # a failed turn: paid, no reply
     make_message(conversation, agent=architect, cost_usd="50", created_at=midnight - timedelta(seconds=1))
+    make_spend(project, architect, "50", created_at=midnight - timedelta(seconds=1))
     make_message(conversation, agent=coder, cost_usd="0.3", tokens_in=100, tokens_out=20)
+    make_spend(project, coder, "0.3")
     make_message(conversation, user=make_user(), content="a person's message costs nothing")
 
     items = {a["id"]: a["stats"] for a in client.get(agents_url(project), headers=operator).get_json()["items"]}

@@ -12,7 +12,7 @@ from sqlalchemy import event, func, select
 
 from mcc.extensions import db
 from tests.factories import (auth_headers, make_agent, make_conversation, make_issue, make_message, make_project,
-                             make_user)
+                             make_spend, make_user)
 
 API = "/api/v1/projects"
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -225,13 +225,15 @@ def _populate(project, today_costs, yesterday_costs, open_issues, closed_issues,
     for i, cost in enumerate(today_costs):
         make_message(conversations[i % len(conversations)], agent=agent, cost_usd=cost, tokens_in=10,
                      created_at=today_at(i))
+        make_spend(project, agent, cost, created_at=today_at(i))
     for i, cost in enumerate(yesterday_costs):
         make_message(conversations[i % len(conversations)], agent=agent, cost_usd=cost, created_at=yesterday)
+        make_spend(project, agent, cost, created_at=yesterday)
     return conversations
 
 
 def test_stats_are_computed_from_the_data(client, operator):
-    """open_issues counts open issues, active_conversations active ones, today_cost sums today's message costs.
+    """open_issues counts open issues, active_conversations active ones, today_cost sums today's spend.
 
     Yesterday's spend, closed issues, paused/completed conversations and other projects do not count;
     spend in a completed conversation today still does.
@@ -261,12 +263,25 @@ def test_stats_follow_changes_in_the_data(client, operator):
     conversation = make_conversation(project)
     before = client.get(f"{API}/{project.id}", headers=operator).get_json()["stats"]
     assert before == {"open_issues": 0, "active_conversations": 1, "today_cost": 0.0}
-    make_message(conversation, agent=make_agent(project), cost_usd="0.75")
+    agent = make_agent(project)
+    make_message(conversation, agent=agent, cost_usd="0.75")
+    make_spend(project, agent, "0.75")
     make_issue(project)
     conversation.status = "completed"
     db.session.commit()
     after = client.get(f"{API}/{project.id}", headers=operator).get_json()["stats"]
     assert after == {"open_issues": 1, "active_conversations": 0, "today_cost": 0.75}
+
+
+def test_today_cost_is_what_the_ledger_recorded_including_calls_that_left_no_reply(client, operator):
+    """A turn that failed after its call was paid for leaves no message; the money was spent all the same."""
+    project = make_project()
+    agent = make_agent(project)
+    make_message(make_conversation(project, agents=[agent]), agent=agent, cost_usd="0.25")
+    make_spend(project, agent, "0.25")
+    make_spend(project, agent, "0.40")  # the failed turn's call
+    stats = client.get(f"{API}/{project.id}", headers=operator).get_json()["stats"]
+    assert stats["today_cost"] == pytest.approx(0.65)
 
 
 def test_today_means_the_configured_timezone(app, client, operator):
@@ -275,8 +290,8 @@ def test_today_means_the_configured_timezone(app, client, operator):
     tokyo_midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(timezone.utc)
     project = make_project()
     conversation = make_conversation(project)
-    make_message(conversation, cost_usd="1", created_at=tokyo_midnight + timedelta(seconds=30))
-    make_message(conversation, cost_usd="10", created_at=tokyo_midnight - timedelta(seconds=30))
+    make_spend(project, cost_usd="1", created_at=tokyo_midnight + timedelta(seconds=30))
+    make_spend(project, cost_usd="10", created_at=tokyo_midnight - timedelta(seconds=30))
     saved = app.config["MCC_TIMEZONE"]
     app.config["MCC_TIMEZONE"] = "Asia/Tokyo"
     try:
@@ -292,8 +307,8 @@ def test_listing_100_projects_costs_as_many_queries_as_listing_5(client, operato
         for _ in range(count):
             project = make_project()
             make_issue(project)
-            conversation = make_conversation(project)
-            make_message(conversation, cost_usd="0.1")
+            make_conversation(project)
+            make_spend(project, cost_usd="0.1")
 
     populate(5)
     client.get(API, headers=operator)  # loads the revoked-token cache into Redis once
