@@ -110,8 +110,13 @@ class TwoFactorSetup(MethodView):
 @blp.route("/2fa/enable")
 class TwoFactorEnable(MethodView):
     @blp.arguments(TwoFactorCodeSchema)
-    @blp.response(204)
+    @blp.response(200, TokenSchema)
     def post(self, body):
-        """Confirm 2FA with a code from the authenticator; later logins need a code"""
-        auth_service.enable_two_factor(current_user, body["code"])
+        """Confirm 2FA with a code from the authenticator; later logins need a code
+
+        Every session opened so far with the password alone ends (its tokens answer 401); the
+        answer carries new tokens for the caller, as a login with the code would.
+        """
+        tokens = auth_service.enable_two_factor(current_user, body["code"])
         db.session.commit()
+        return tokens

@@ -116,7 +116,7 @@ def revoke_family(family_id: uuid.UUID) -> None:
 
 
 def void_all_tokens(user: User) -> None:
-    """Password change, disable, 2FA reset: every token issued so far stops working."""
+    """Password change, disable, 2FA enable or reset: every token issued so far stops working."""
     user.token_generation += 1
     db.session.execute(
         update(RefreshToken)
@@ -263,7 +263,8 @@ def begin_two_factor_setup(user: User) -> dict:
     return {"secret": user.totp_pending_secret, "provisioning_uri": uri}
 
 
-def enable_two_factor(user: User, code: str) -> None:
+def enable_two_factor(user: User, code: str) -> dict:
+    """Confirm the pending secret. Sessions opened with the password alone end; the caller gets new tokens."""
     if user.two_factor_enabled:
         raise Conflict("Two-factor authentication is already enabled.")
     if not user.totp_pending_secret:
@@ -274,3 +275,5 @@ def enable_two_factor(user: User, code: str) -> None:
         _record_failure(checks)
         raise ValidationFailed("The code does not match the secret.", {"code": ["Invalid code."]})
     user.totp_secret, user.totp_pending_secret = user.totp_pending_secret, None
+    void_all_tokens(user)
+    return issue_tokens(user)

@@ -187,7 +187,8 @@ def enable_2fa(client, headers) -> pyotp.TOTP:
     totp = pyotp.TOTP(body["secret"])
     # A code from the previous time step: the step the login test uses next must be newer.
     enabled = client.post("/api/v1/auth/2fa/enable", json={"code": totp.at(time.time() - 30)}, headers=headers)
-    assert enabled.status_code == 204, enabled.get_json()
+    assert enabled.status_code == 200, enabled.get_json()
+    assert enabled.get_json()["requires_2fa"] is False
     return totp
 
 
@@ -216,6 +217,25 @@ def test_two_factor_login_flow(client):
     replay = client.post("/api/v1/auth/2fa/verify", json={"temp_token": second["temp_token"], "code": totp.now()})
     assert replay.status_code == 401
     assert "already used" in replay.get_json()["error"]["message"]
+
+
+def test_enabling_two_factor_ends_the_sessions_opened_with_the_password_alone(client):
+    user = make_user()
+    other_device = login(client, user.username)
+    this_device = login(client, user.username)
+    setup = client.post("/api/v1/auth/2fa/setup", headers=bearer(this_device["access_token"])).get_json()
+    code = pyotp.TOTP(setup["secret"]).now()
+    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": code},
+                          headers=bearer(this_device["access_token"]))
+    assert enabled.status_code == 200, enabled.get_json()
+    fresh = enabled.get_json()
+
+    for old in (other_device, this_device):
+        assert client.get("/api/v1/auth/me", headers=bearer(old["access_token"])).status_code == 401
+        assert client.post("/api/v1/auth/refresh", json={"refresh_token": old["refresh_token"]}).status_code == 401
+    me = client.get("/api/v1/auth/me", headers=bearer(fresh["access_token"]))
+    assert me.status_code == 200 and me.get_json()["two_factor_enabled"] is True
+    assert client.post("/api/v1/auth/refresh", json={"refresh_token": fresh["refresh_token"]}).status_code == 200
 
 
 def test_two_factor_enable_refuses_a_wrong_code(client):
