@@ -70,8 +70,10 @@ class CostDaily(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     day: Mapped[date] = mapped_column(Date, nullable=False)
-    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="CASCADE"))
-    agent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("agents.id", ondelete="CASCADE"))
+    # SET NULL, not CASCADE: money spent stays spent when its project or agent is deleted, so the
+    # global figures (reports, and the budget counters rebuilt from this table) do not drop.
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="SET NULL"))
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("agents.id", ondelete="SET NULL"))
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(16, 6), nullable=False, default=Decimal("0"))
     tokens_in: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

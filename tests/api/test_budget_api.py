@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import insert
 
 from mcc.extensions import db
+from mcc.models.budget import BudgetLimit
 from mcc.models.turn import LedgerEntry
 from mcc.services import budget
 from mcc.services.rollup import add_to_rollup
@@ -358,6 +359,28 @@ def test_summary_without_limits_or_spend(client, viewer):
     summary = client.get("/api/v1/budget/summary", headers=viewer).get_json()
     assert summary == {name: {"spent": 0.0, "limit": None, "percentage": None} for name in ("today", "week", "month")} \
         | {"alerts": []}
+
+
+def test_deleting_a_project_does_not_take_its_spend_out_of_the_global_figures(client, admin, operator, world):
+    """Money spent stays spent: the summary, the timeline and a global limit's counter (rebuilt from
+    the rollup after Redis loses it) keep counting a deleted project's spend; by-project drops it."""
+    today = world["today"]
+    alpha = world["projects"][0]
+    monthly = create_limit(client, admin, name="global monthly", amount_usd=1000, period="monthly")
+    timeline_query = {"start_date": month_start(today).isoformat(), "end_date": today.isoformat()}
+    summary_before = client.get("/api/v1/budget/summary", headers=admin).get_json()
+    timeline_before = client.get("/api/v1/budget/timeline", query_string=timeline_query, headers=admin).get_json()
+    assert summary_before["today"]["spent"] == pytest.approx(4.5)  # alpha's 2.5 + beta's 2.0
+
+    assert client.delete(f"/api/v1/projects/{alpha.id}", headers=operator).status_code == 204
+    summary_after = client.get("/api/v1/budget/summary", headers=admin).get_json()
+    assert summary_after == summary_before
+    timeline_after = client.get("/api/v1/budget/timeline", query_string=timeline_query, headers=admin).get_json()
+    assert timeline_after == timeline_before
+    limit = db.session.get(BudgetLimit, uuid.UUID(monthly["id"]))
+    assert float(budget.spent_from_rollup(limit, budget.limit_period(limit))) == summary_before["month"]["spent"]
+    listed = client.get("/api/v1/budget/by-project", headers=admin).get_json()["items"]
+    assert str(alpha.id) not in {item["id"] for item in listed} and listed
 
 
 # --- by project / by agent -----------------------------------------------------------------------
