@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from flask import current_app
 from sqlalchemy import select
 
 from mcc.errors import Conflict, NotFound, ValidationFailed
@@ -37,6 +38,9 @@ STAGE_INSTRUCTIONS = {
         "Review this task's pull request: read it with `read_pull_request`, then call `submit_review` "
         "with verdict approve or request_changes and a summary. Approval leaves the merge to a person."),
 }
+
+# The tool that ends each stage. A turn that ends without it leaves the stage open.
+DECISIVE_TOOL = {"in_progress": "submit_changes", "testing": "report_test_result", "review": "submit_review"}
 
 
 def _announce(message: Message) -> None:
@@ -162,6 +166,55 @@ def _start_stage(task: Task, agent: Agent) -> None:
     conversation = _task_conversation(task)
     task.stage_started_at = utcnow()
     _queue_turn(conversation, agent, _brief(task), task, {"task_id": str(task.id), "stage": task.status})
+
+
+def stage_turn_ended(turn: Turn, agent: Agent, failure: str | None = None) -> None:
+    """A turn that was to move a task's stage has ended (the caller commits).
+
+    If the stage is still open with this agent (its decisive tool was not called, or the turn
+    failed), the agent is reminded and gets another turn, at most MCC_STAGE_REMINDERS times; a
+    failed turn, or one more turn without the tool, hands the task to a person instead, so the
+    agent is free again and nobody waits on a task that no turn will move.
+    """
+    if turn.task_id is None:
+        return
+    task = db.session.get(Task, turn.task_id)
+    if (task is None or task.status not in DECISIVE_TOOL or task.assigned_agent_id != agent.id
+            or task.stage_started_at is None):
+        return  # the stage moved on (or was never this agent's)
+    prompt = db.session.scalar(select(Message).where(Message.id == turn.reply_to_message_id))
+    meta = (prompt.meta or {}) if prompt is not None else {}
+    if meta.get("task_id") != str(task.id) or meta.get("stage") != task.status:
+        return  # a hand-off or a person's question inside the task conversation, not the stage's turn
+    tool = DECISIVE_TOOL[task.status]
+    reminders = int(meta.get("reminder") or 0)
+    conversation = _task_conversation(task)
+    if failure is None and reminders < current_app.config["MCC_STAGE_REMINDERS"]:
+        _queue_turn(conversation, agent,
+                    f"{agent.name}, your turn ended without `{tool}`, so task '{task.title}' is still in "
+                    f"{task.status}. Finish this stage now: call `{tool}`.", task,
+                    {"task_id": str(task.id), "stage": task.status, "reminder": reminders + 1})
+        return
+    reason = failure or f"{agent.name} ended {reminders + 1} turns without calling `{tool}`"
+    _hand_to_person(task, agent, reason)
+
+
+def _hand_to_person(task: Task, agent: Agent, reason: str) -> None:
+    from mcc.services.notifications import notify
+
+    task.assigned_agent_id, task.stage_started_at = None, None
+    text = (f"Task '{task.title}' stopped in {task.status}: {reason}. It waits for a person: assign it "
+            "again to restart the stage, or complete or fail it.")
+    note = Message(conversation_id=_task_conversation(task).id, author_type="system", content=text,
+                   meta={"task_id": str(task.id), "reason": "stage_stalled"})
+    db.session.add(note)
+    notify("warning", "task_stalled", f"Task stalled: {task.title}", text,
+           {"task_id": str(task.id), "agent_id": str(agent.id), "status": task.status}, task.project_id)
+    db.session.flush()
+    _announce(note)
+    tasks._queue_event(task, text)
+    log.warning("task %s handed to a person in %s: %s", task.id, task.status, reason)
+    dispatch(task.project_id)  # the agent's next waiting task may start
 
 
 def dispatch(project_id: uuid.UUID) -> int:

@@ -27,7 +27,7 @@ from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.models.types import utcnow
 from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
-from mcc.services import budget, coordination, emergency, outbox, pipeline_tools, tools  # noqa: F401
+from mcc.services import budget, coordination, emergency, outbox, pipeline, pipeline_tools, tools  # noqa: F401
 from mcc.services.periods import local_date
 from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
@@ -280,6 +280,7 @@ def _execute(turn: Turn) -> None:
     except Exception as exc:  # a bug must not leave the turn "running" forever
         log.exception("turn %s crashed", turn.id)
         db.session.rollback()
+        outbox.discard()  # nothing the rolled-back work queued may be announced
         _fail(turn, db.session.get(Conversation, turn.conversation_id), db.session.get(Agent, turn.agent_id),
               f"internal error ({type(exc).__name__})")
     finally:
@@ -379,6 +380,7 @@ def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResu
     if _held_reason(conversation):
         for new_turn in new_turns:
             new_turn.status = "held"  # the paused conversation keeps them for resume
+    pipeline.stage_turn_ended(turn, agent)
     db.session.commit()
     outbox.flush()
     publish_message(reply)
@@ -393,7 +395,9 @@ def _refuse(turn: Turn, conversation: Conversation, agent: Agent, code: str, rea
     turn.status, turn.error, turn.finished_at = "failed", reason, utcnow()
     agent.status = "idle"
     notice = _system_message(conversation.id, reason, {"reason": code.lower(), "turn_id": str(turn.id), **details})
+    pipeline.stage_turn_ended(turn, agent, failure=reason)
     db.session.commit()
+    outbox.flush()
     log.warning("turn %s refused: %s", turn.id, reason)
     publish_message(notice)
     publish("error", {"code": code, "message": reason,
@@ -410,7 +414,9 @@ def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> 
     notify("warning", "turn_failed", f"{agent.name} failed a turn", reason,
            {"turn_id": str(turn.id), "conversation_id": str(conversation.id), "agent_id": str(agent.id)},
            conversation.project_id)
+    pipeline.stage_turn_ended(turn, agent, failure=f"{agent.name} could not answer: {reason}")
     db.session.commit()
+    outbox.flush()
     log.warning("turn %s of %s failed: %s", turn.id, agent.name, reason)
     publish_message(notice)
     publish("error", {"code": "LLM_ERROR", "message": notice.content,

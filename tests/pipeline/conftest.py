@@ -37,7 +37,8 @@ def repo(fake_git):
 def pipeline_env(runtime_env, fake_git):  # noqa: F811
     return {**runtime_env, "MCC_GITHUB_API_URL": fake_git.base_url, "MCC_GITHUB_TOKEN": fake_git.token,
             "MCC_GITHUB_WEBHOOK_SECRET": SECRET, "MCC_GITHUB_BACKOFF_BASE": "0.01", "MCC_GITHUB_MAX_RETRIES": "1",
-            "MCC_GITHUB_RATE_LIMIT_WAIT": "3", "MCC_GITHUB_TIMEOUT": "5", "MCC_GITHUB_SYNC_INTERVAL": "0"}
+            "MCC_GITHUB_RATE_LIMIT_WAIT": "3", "MCC_GITHUB_TIMEOUT": "5", "MCC_GITHUB_SYNC_INTERVAL": "0",
+            "MCC_RATE_LIMIT": "100000 per minute"}  # the tests poll
 
 
 @pytest.fixture

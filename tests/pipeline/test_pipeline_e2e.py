@@ -61,10 +61,17 @@ def wait_task(rt, project, issue, predicate, timeout: float = 20) -> dict:
     return rt.wait_for(check, timeout=timeout)
 
 
+def wait_approved_by_reviewer(rt, project, issue, script, reviews: int = 1, timeout: float = 30) -> dict:
+    """The task is in review, waiting for a person, after the reviewer's ``reviews``-th verdict."""
+    return wait_task(rt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
+                     and len(script.tool_results.get("submit_review", [])) == reviews, timeout=timeout)
+
+
 class Script:
     """What each agent does, decided per stub request from the agent's tools and its last tool call."""
 
-    def __init__(self, test_results=(True,), verdicts=("approve",)):
+    def __init__(self, test_results=(True,), verdicts=("approve",), coder_prose: int = 0):
+        self.coder_prose = coder_prose  # fresh coder turns answered in prose, without submit_changes
         self.test_results = list(test_results)  # one per testing round; the last one repeats
         self.testing_rounds = 0
         self.verdicts = list(verdicts)  # one per review round; the last one repeats
@@ -90,6 +97,8 @@ class Script:
         if role == "coder":
             if last is None:
                 self.coder_briefs.append(text_of(body))
+                if len(self.coder_briefs) <= self.coder_prose:
+                    return Step(content="The fix looks simple: change 'Speling' to 'Spelling'.")
                 return call("submit_changes", {"title": "Fix README spelling", "body": "Fixes the typo.",
                                                "files": [{"path": "README.md", "content": FIXED}]})
             return Step(content="Changes submitted.")
@@ -130,8 +139,7 @@ def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake
     issue = start_from_webhook(prt, team)
 
     # Architect plans one task for the coder; coder submits; tester passes; reviewer approves.
-    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
-                     and "submit_review" in script.tool_results, timeout=30)
+    task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
     assert script.errors == [], script.errors
     assert task["title"] == "Fix the spelling in the README" and task["priority"] == "high"
     assert task["definition_of_done"] == "README spelled right"
@@ -198,8 +206,7 @@ def test_failed_tests_send_the_task_back_and_the_second_submit_updates_the_same_
 
     # First round: tests fail -> back to the coder (attempt 1) with the summary; the coder submits
     # again, the tester passes, the reviewer approves.
-    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
-                     and "submit_review" in script.tool_results, timeout=40)
+    task = wait_approved_by_reviewer(prt, project, issue, script, timeout=40)
     assert script.errors == [], script.errors
     assert task["attempts"] == 1
     assert len(script.coder_briefs) == 2
@@ -243,8 +250,7 @@ def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
     llm.responder = script
     project = team["project"]
     issue = start_from_webhook(prt, team)
-    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
-                     and "submit_review" in script.tool_results, timeout=30)
+    task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
     [pull] = repo.pulls.values()
     prs = prt.api("GET", f"/projects/{project}/pull-requests").json()["items"]
     pr = next(p for p in prs if p["number"] == pull["number"])
@@ -262,8 +268,7 @@ def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
 
     # The coder gets the feedback, resubmits on the same branch and pull request; the task goes
     # through testing and review again.
-    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
-                     and len(script.tool_results.get("submit_review", [])) == 2, timeout=30)
+    task = wait_approved_by_reviewer(prt, project, issue, script, reviews=2, timeout=30)
     assert script.errors == [], script.errors
     assert len(script.coder_briefs) == 2 and feedback in script.coder_briefs[1]
     assert len(repo.pulls) == 1 and len(fake_git.calls("POST", r"/pulls$")) == 1
@@ -276,8 +281,7 @@ def test_requested_changes_send_the_task_back_to_the_coder(prt, team, repo, fake
     llm.responder = script
     project = team["project"]
     issue = start_from_webhook(prt, team)
-    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
-                     and len(script.tool_results.get("submit_review", [])) == 2, timeout=40)
+    task = wait_approved_by_reviewer(prt, project, issue, script, reviews=2, timeout=40)
     assert script.errors == [], script.errors
     assert task["attempts"] == 1
     assert len(script.coder_briefs) == 2 and CHANGES in script.coder_briefs[1]
@@ -352,8 +356,7 @@ def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continu
     admin = prt.login("admin")
     resumed = prt.api("POST", "/emergency/resume-all", token=admin)
     assert resumed.status_code == 200, resumed.text
-    task = wait_task(prt, project, issue, lambda t: t["status"] == "review" and t["assigned_to"] is None
-                     and "submit_review" in script.tool_results, timeout=30)
+    task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
     assert script.errors == [], script.errors
     assert script.testing_rounds == 1 and len(script.tool_results["read_pull_request"]) == 2
     assert len(script.tool_results["submit_changes"]) == 1 and len(repo.pulls) == 1
@@ -362,3 +365,73 @@ def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continu
     prt.wait_for(lambda: any(e["status"] == "review" for e in progress.drain()), timeout=5)
     ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
     assert [s for s in statuses_in_order(ours) if s != "pending"] == ["in_progress", "testing", "review"], ours
+
+
+REMINDER = "your turn ended without `submit_changes`"
+
+
+def test_a_coder_that_answers_in_prose_is_reminded_and_then_submits(prt, team, repo, llm):
+    script = Script(coder_prose=1)
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+    task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
+    assert script.errors == [], script.errors
+    assert len(script.coder_briefs) == 2, script.coder_briefs
+    assert REMINDER not in script.coder_briefs[0] and REMINDER in script.coder_briefs[1]
+    assert task["attempts"] == 0 and len(repo.pulls) == 1
+    messages = prt.messages(project, task["conversation_id"])
+    assert sum(1 for m in messages if m["author_type"] == "system" and REMINDER in m["content"]) == 1
+
+
+def test_a_coder_that_never_submits_hands_the_task_to_a_person_who_restarts_it(prt, team, repo, llm, progress):
+    script = Script(coder_prose=3)  # the stage turn and both reminders (MCC_STAGE_REMINDERS=2)
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "in_progress" and t["assigned_to"] is None,
+                     timeout=30)
+    time.sleep(1)  # and nothing more runs
+    assert len(script.coder_briefs) == 3 and "submit_changes" not in script.tool_results
+    assert sum(REMINDER in brief for brief in script.coder_briefs) == 2
+    notes = prt.api("GET", "/notifications").json()["items"]
+    stalled = [n for n in notes if n["kind"] == "task_stalled" and n["data"]["task_id"] == task["id"]]
+    assert len(stalled) == 1 and "ended 3 turns without calling `submit_changes`" in stalled[0]["message"]
+    messages = prt.messages(project, task["conversation_id"])
+    assert "waits for a person" in messages[-1]["content"] and messages[-1]["author_type"] == "system"
+    prt.wait_for(lambda: any("waits for a person" in (e.get("message") or "") for e in progress.drain()), timeout=5)
+    assert not repo.pulls
+
+    # A person assigns it again: the stage restarts, and this time the coder submits.
+    response = prt.api("POST", f"/projects/{project}/tasks/{task['id']}/assign",
+                       json={"agent_id": team["agents"]["Cody"]})
+    assert response.status_code == 200, response.text
+    task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
+    assert script.errors == [], script.errors
+    assert len(script.coder_briefs) == 4  # the restarted stage: a new brief (the history keeps the reminders)
+    assert script.coder_briefs[3].rstrip().endswith("hands the task to testing.")
+    assert len(repo.pulls) == 1
+
+
+def test_a_stage_turn_that_fails_hands_the_task_to_a_person_and_frees_the_agent(prt, team, repo, llm):
+    script = Script()
+
+    def coder_gateway_refuses(body: dict) -> Step:
+        if role_of(body) == "coder":
+            return Step(status=400)  # not retried: the turn fails at once
+        return script(body)
+    llm.responder = coder_gateway_refuses
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+    task = wait_task(prt, project, issue, lambda t: t["status"] == "in_progress" and t["assigned_to"] is None,
+                     timeout=30)
+    notes = prt.api("GET", "/notifications").json()["items"]
+    stalled = [n for n in notes if n["kind"] == "task_stalled" and n["data"]["task_id"] == task["id"]]
+    assert len(stalled) == 1 and "Cody could not answer" in stalled[0]["message"]
+    assert any(n["kind"] == "turn_failed" for n in notes)
+    coder = prt.api("GET", f"/projects/{project}/agents/{team['agents']['Cody']}").json()
+    assert coder["status"] == "error"
+    # Nobody retried the stage behind the person's back.
+    time.sleep(1)
+    assert sum(1 for c in llm.calls if role_of(c.body) == "coder") == 1
