@@ -9,7 +9,7 @@ from mcc.realtime import publish_agent_status
 from mcc.schemas.agents import AgentCreateSchema, AgentPageSchema, AgentSchema, AgentUpdateSchema
 from mcc.schemas.common import PageQuerySchema, page_of
 from mcc.security import requires_role
-from mcc.services import agents as service
+from mcc.services import agents as service, outbox
 
 URL_PREFIX = "/projects/<uuid:project_id>/agents"
 blp = Blueprint("agents", __name__, description="Agents of a project")
@@ -73,5 +73,6 @@ class AgentReset(MethodView):
         """
         agent = service.reset_agent(project_id, agent_id)
         db.session.commit()
+        outbox.flush()  # tasks whose stage turns were cancelled went to a person
         publish_agent_status(agent)
         return with_stats([agent])[0]

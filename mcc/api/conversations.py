@@ -14,7 +14,7 @@ from mcc.schemas.conversations import (ConversationAgentSchema, ConversationCrea
                                        MessagePageSchema, MessagePostedSchema)
 from mcc.security import requires_role
 from mcc.services import conversations as service
-from mcc.services import turns
+from mcc.services import outbox, turns
 
 URL_PREFIX = "/projects/<uuid:project_id>/conversations"
 blp = Blueprint("conversations", __name__, description="Conversations between people and agents")
@@ -64,6 +64,7 @@ class ConversationById(MethodView):
         """
         conversation = service.update_conversation(project_id, conversation_id, body)
         db.session.commit()
+        outbox.flush()  # tasks whose stage turns were cancelled went to a person
         publish_conversation_status(conversation)
         if body.get("status") == "active":
             turns.kick(conversation.id)
@@ -143,4 +144,5 @@ class ConversationAgentById(MethodView):
         """Remove an agent from the conversation (operator)"""
         conversation = service.remove_agent(project_id, conversation_id, agent_id)
         db.session.commit()
+        outbox.flush()
         return conversation

@@ -120,6 +120,6 @@ def reset_agent(project_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
     agent = get_agent(project_id, agent_id)
     agent.memory_reset_at = utcnow()
     agent.status = "idle"
-    cancel_waiting_turns(agent_id=agent.id)
+    cancel_waiting_turns(agent_id=agent.id, why=f"{agent.name} was reset")
     db.session.flush()
     return agent

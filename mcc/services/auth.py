@@ -117,7 +117,9 @@ def revoke_family(family_id: uuid.UUID) -> None:
 
 def void_all_tokens(user: User) -> None:
     """Password change, disable, 2FA enable or reset: every token issued so far stops working."""
-    user.token_generation += 1
+    # In SQL, not in Python: two voids racing (password change, 2FA enable) must both count.
+    user.token_generation = User.token_generation + 1
+    db.session.flush()
     db.session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))

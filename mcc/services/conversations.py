@@ -71,7 +71,7 @@ def update_conversation(project_id: uuid.UUID, conversation_id: uuid.UUID, data:
         conversation.status = data["status"]
         db.session.flush()
         if data["status"] == "completed":
-            cancel_waiting_turns(conversation_id=conversation.id)
+            cancel_waiting_turns(conversation_id=conversation.id, why="a person completed the conversation")
         else:
             # Reopening a paused conversation is a resume: the turns held by the pause run again
             # (the caller kicks the conversation after the commit).
@@ -115,7 +115,8 @@ def remove_agent(project_id: uuid.UUID, conversation_id: uuid.UUID, agent_id: uu
 
     conversation.agents = remaining
     # A removed agent no longer answers here: drop its turns still waiting in this conversation.
-    cancel_waiting_turns(agent_id=agent_id, conversation_id=conversation.id)
+    cancel_waiting_turns(agent_id=agent_id, conversation_id=conversation.id,
+                         why="the agent was removed from the conversation")
     db.session.flush()
     return conversation
 

@@ -20,6 +20,15 @@ def discard() -> None:
     g.pop("mcc_outbox", None)
 
 
+def mark() -> int:
+    """Where the outbox stands now; ``discard_since(mark)`` drops what a rolled-back savepoint queued."""
+    return len(g.get("mcc_outbox", []))
+
+
+def discard_since(position: int) -> None:
+    del g.setdefault("mcc_outbox", [])[position:]
+
+
 def flush() -> None:
     for func, args in g.pop("mcc_outbox", []):
         try:

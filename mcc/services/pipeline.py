@@ -20,9 +20,10 @@ from mcc.models.conversation import Conversation, Message
 from mcc.models.github import Issue
 from mcc.models.task import Task
 from mcc.models.turn import Turn
-from mcc.models.types import utcnow
+from mcc.models.types import as_utc, utcnow
 from mcc.services import outbox, tasks
 from mcc.services.projects import get_project
+from mcc.services.tools import specs_for as agent_tools
 
 log = logging.getLogger(__name__)
 
@@ -165,53 +166,69 @@ def _start_stage(task: Task, agent: Agent) -> None:
             return
     conversation = _task_conversation(task)
     task.stage_started_at = utcnow()
-    _queue_turn(conversation, agent, _brief(task), task, {"task_id": str(task.id), "stage": task.status})
+    _queue_turn(conversation, agent, _brief(task), task,
+                {"task_id": str(task.id), "stage": task.status, "round": _round(task)})
+
+
+def _round(task: Task) -> str:
+    """Which start of the task's current stage a turn belongs to (a reassignment starts a new one)."""
+    return as_utc(task.stage_started_at).isoformat()
 
 
 def stage_turn_ended(turn: Turn, agent: Agent, failure: str | None = None) -> None:
-    """A turn that was to move a task's stage has ended (the caller commits).
+    """A turn that was to move a task's stage has ended or was cancelled (the caller commits).
 
     If the stage is still open with this agent (its decisive tool was not called, or the turn
     failed), the agent is reminded and gets another turn, at most MCC_STAGE_REMINDERS times; a
-    failed turn, or one more turn without the tool, hands the task to a person instead, so the
-    agent is free again and nobody waits on a task that no turn will move.
+    failed or cancelled turn, or one more turn without the tool, hands the task to a person
+    instead, so the agent is free again and nobody waits on a task that no turn will move.
     """
     if turn.task_id is None:
         return
-    task = db.session.get(Task, turn.task_id)
+    # Locked: a person may be reassigning the task right now; their decision must not be overwritten.
+    task = db.session.get(Task, turn.task_id, with_for_update=True, populate_existing=True)
     if (task is None or task.status not in DECISIVE_TOOL or task.assigned_agent_id != agent.id
             or task.stage_started_at is None):
         return  # the stage moved on (or was never this agent's)
     prompt = db.session.scalar(select(Message).where(Message.id == turn.reply_to_message_id))
     meta = (prompt.meta or {}) if prompt is not None else {}
-    if meta.get("task_id") != str(task.id) or meta.get("stage") != task.status:
-        return  # a hand-off or a person's question inside the task conversation, not the stage's turn
+    if (meta.get("task_id") != str(task.id) or meta.get("stage") != task.status
+            or meta.get("round") != _round(task)):
+        return  # a hand-off, a person's question, or a turn of an earlier start of this stage
     tool = DECISIVE_TOOL[task.status]
     reminders = int(meta.get("reminder") or 0)
-    conversation = _task_conversation(task)
+    conversation = db.session.get(Conversation, turn.conversation_id)
+    if failure is None and not agent.is_active:
+        failure = f"{agent.name} was deactivated"
+    elif failure is None and conversation is not None and conversation.status == "completed":
+        failure = "a person completed the task conversation"
+    elif failure is None and tool not in {spec["function"]["name"] for spec in agent_tools(agent)}:
+        failure = f"{agent.name} ({agent.type}) has no `{tool}` tool"
     if failure is None and reminders < current_app.config["MCC_STAGE_REMINDERS"]:
         _queue_turn(conversation, agent,
                     f"{agent.name}, your turn ended without `{tool}`, so task '{task.title}' is still in "
                     f"{task.status}. Finish this stage now: call `{tool}`.", task,
-                    {"task_id": str(task.id), "stage": task.status, "reminder": reminders + 1})
+                    {"task_id": str(task.id), "stage": task.status, "round": _round(task),
+                     "reminder": reminders + 1})
         return
     reason = failure or f"{agent.name} ended {reminders + 1} turns without calling `{tool}`"
-    _hand_to_person(task, agent, reason)
+    _hand_to_person(task, agent, conversation, reason)
 
 
-def _hand_to_person(task: Task, agent: Agent, reason: str) -> None:
+def _hand_to_person(task: Task, agent: Agent, conversation: Conversation | None, reason: str) -> None:
     from mcc.services.notifications import notify
 
     task.assigned_agent_id, task.stage_started_at = None, None
     text = (f"Task '{task.title}' stopped in {task.status}: {reason}. It waits for a person: assign it "
             "again to restart the stage, or complete or fail it.")
-    note = Message(conversation_id=_task_conversation(task).id, author_type="system", content=text,
-                   meta={"task_id": str(task.id), "reason": "stage_stalled"})
-    db.session.add(note)
+    if conversation is not None:  # told where the work happened, without reopening it
+        note = Message(conversation_id=conversation.id, author_type="system", content=text,
+                       meta={"task_id": str(task.id), "reason": "stage_stalled"})
+        db.session.add(note)
+        db.session.flush()
+        _announce(note)
     notify("warning", "task_stalled", f"Task stalled: {task.title}", text,
            {"task_id": str(task.id), "agent_id": str(agent.id), "status": task.status}, task.project_id)
-    db.session.flush()
-    _announce(note)
     tasks._queue_event(task, text)
     log.warning("task %s handed to a person in %s: %s", task.id, task.status, reason)
     dispatch(task.project_id)  # the agent's next waiting task may start

@@ -72,6 +72,19 @@ def _system_message(conversation_id: uuid.UUID, content: str, meta: dict | None 
     return message
 
 
+def _end_stage(turn: Turn, agent: Agent, failure: str | None = None) -> None:
+    """Let the pipeline act on a pipeline turn's end; a bug there must not keep the turn from ending."""
+    if turn.task_id is None:
+        return
+    position = outbox.mark()
+    try:
+        with db.session.begin_nested():
+            pipeline.stage_turn_ended(turn, agent, failure)
+    except Exception:
+        outbox.discard_since(position)
+        log.exception("the pipeline could not act on the end of turn %s", turn.id)
+
+
 def _add_turns(conversation: Conversation, agents: list[Agent], chain_id: uuid.UUID, depth: int,
                reply_to: Message, task_id: uuid.UUID | None = None) -> tuple[list[Turn], list[Message]]:
     """Create turns within the chain limit; past it, one system message says the chain stopped."""
@@ -380,7 +393,7 @@ def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResu
     if _held_reason(conversation):
         for new_turn in new_turns:
             new_turn.status = "held"  # the paused conversation keeps them for resume
-    pipeline.stage_turn_ended(turn, agent)
+    _end_stage(turn, agent)
     db.session.commit()
     outbox.flush()
     publish_message(reply)
@@ -395,7 +408,7 @@ def _refuse(turn: Turn, conversation: Conversation, agent: Agent, code: str, rea
     turn.status, turn.error, turn.finished_at = "failed", reason, utcnow()
     agent.status = "idle"
     notice = _system_message(conversation.id, reason, {"reason": code.lower(), "turn_id": str(turn.id), **details})
-    pipeline.stage_turn_ended(turn, agent, failure=reason)
+    _end_stage(turn, agent, failure=reason)
     db.session.commit()
     outbox.flush()
     log.warning("turn %s refused: %s", turn.id, reason)
@@ -414,7 +427,7 @@ def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> 
     notify("warning", "turn_failed", f"{agent.name} failed a turn", reason,
            {"turn_id": str(turn.id), "conversation_id": str(conversation.id), "agent_id": str(agent.id)},
            conversation.project_id)
-    pipeline.stage_turn_ended(turn, agent, failure=f"{agent.name} could not answer: {reason}")
+    _end_stage(turn, agent, failure=f"{agent.name} could not answer: {reason}")
     db.session.commit()
     outbox.flush()
     log.warning("turn %s of %s failed: %s", turn.id, agent.name, reason)
@@ -439,15 +452,28 @@ def release_held(conversation_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     return conversations
 
 
-def cancel_waiting_turns(agent_id: uuid.UUID | None = None, conversation_id: uuid.UUID | None = None) -> int:
-    """Drop queued and held turns of an agent (reset) or a conversation (completed)."""
-    query = update(Turn).where(Turn.status.in_(("queued", "held")))
+def cancel_waiting_turns(agent_id: uuid.UUID | None = None, conversation_id: uuid.UUID | None = None,
+                         why: str = "its turn was cancelled") -> int:
+    """Drop queued and held turns of an agent (reset) or a conversation (completed).
+
+    A cancelled pipeline turn would leave its task's stage open for ever: the task goes to a person.
+    The caller commits, then flushes the outbox.
+    """
+    query = select(Turn).where(Turn.status.in_(("queued", "held")))
     if agent_id is not None:
         query = query.where(Turn.agent_id == agent_id)
     if conversation_id is not None:
         query = query.where(Turn.conversation_id == conversation_id)
-    return db.session.execute(query.values(status="cancelled", finished_at=utcnow())
-                              .execution_options(synchronize_session=False)).rowcount
+    cancelled = db.session.scalars(query.with_for_update()).all()
+    now = utcnow()
+    for turn in cancelled:
+        turn.status, turn.finished_at = "cancelled", now
+    db.session.flush()
+    for turn in cancelled:
+        agent = db.session.get(Agent, turn.agent_id)
+        if agent is not None:
+            _end_stage(turn, agent, failure=why)
+    return len(cancelled)
 
 
 def reap_abandoned() -> list[uuid.UUID]:

@@ -435,3 +435,29 @@ def test_a_stage_turn_that_fails_hands_the_task_to_a_person_and_frees_the_agent(
     # Nobody retried the stage behind the person's back.
     time.sleep(1)
     assert sum(1 for c in llm.calls if role_of(c.body) == "coder") == 1
+
+
+def test_resetting_an_agent_whose_stage_turn_is_held_hands_the_task_to_a_person(prt, team, repo, llm):
+    script = HoldingScript()
+    llm.responder = script
+    project = team["project"]
+    issue = start_from_webhook(prt, team)
+    assert script.tester_calling.wait(timeout=30), prt.logs()
+    assert prt.api("POST", "/emergency/pause-all", json={"reason": "hold"}).status_code == 200
+    script.release.set()
+    time.sleep(1)  # the tester's call returns; its next step is held
+
+    tester = team["agents"]["Tess"]
+    assert prt.api("POST", f"/projects/{project}/agents/{tester}/reset").status_code == 200
+    reset_at = time.time()
+    [task] = tasks_of(prt, project, issue)
+    assert task["status"] == "testing" and task["assigned_to"] is None
+    notes = prt.api("GET", "/notifications").json()["items"]
+    stalled = [n for n in notes if n["kind"] == "task_stalled" and n["data"]["task_id"] == task["id"]]
+    assert len(stalled) == 1 and "Tess was reset" in stalled[0]["message"], stalled
+
+    # Resuming does not bring the cancelled turn back.
+    assert prt.api("POST", "/emergency/resume-all", token=prt.login("admin")).status_code == 200
+    time.sleep(2)
+    assert [role_of(c.body) for c in llm.calls_after(reset_at)] == []
+    assert tasks_of(prt, project, issue)[0]["status"] == "testing"
