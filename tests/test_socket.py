@@ -248,3 +248,33 @@ def test_events_cross_web_processes_through_redis(test_env, world, tmp_path):
         listener.close()
         process_a.stop()
         process_b.stop()
+
+
+def test_a_message_mentioning_more_agents_than_the_chain_allows_says_so_live(test_env, world, app, tmp_path):
+    """MCC_MAX_CHAIN=1 and two agents mentioned: the room sees the message, then the system notice."""
+    from mcc.extensions import db
+    from mcc.models.conversation import Conversation
+    from mcc.services.agents import create_agent
+
+    with app.app_context():
+        bella = create_agent(uuid.UUID(world["project"]), {"name": "Bella", "type": "coder", "model_config": {
+            "model": "anthropic/claude-3.5-sonnet", "temperature": 0.2, "max_tokens": 1000}})
+        conversation = db.session.get(Conversation, uuid.UUID(world["conversation"]))
+        conversation.agents.append(bella)
+        db.session.commit()
+    process, base = start_web(test_env, tmp_path / "chain.log", {"MCC_MAX_CHAIN": "1"})
+    token = token_for(base, world["operator"])
+    watcher = Listener(base, token)
+    try:
+        watcher.call("join_conversation", {"conversation_id": world["conversation"]})
+        url = f"{base}/api/v1/projects/{world['project']}/conversations/{world['conversation']}/messages"
+        posted = requests.post(url, json={"content": "@Archie and @Bella, both of you please"},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert posted.status_code == 201, posted.text
+        assert watcher.next("message")["id"] == posted.json()["id"]
+        notice = watcher.next("message")
+        assert notice["author_type"] == "system" and "Bella" in notice["content"]
+        assert "MCC_MAX_CHAIN" in notice["content"] and notice["metadata"]["reason"] == "chain_limit"
+    finally:
+        watcher.close()
+        process.stop()

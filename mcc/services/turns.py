@@ -107,13 +107,16 @@ def _add_turns(conversation: Conversation, agents: list[Agent], chain_id: uuid.U
 def schedule_for_human_message(message: Message) -> list[Turn]:
     """Queue the turns a person's message calls for. The caller commits, then calls ``kick``."""
     conversation = db.session.get(Conversation, message.conversation_id)
-    turns, _ = _add_turns(conversation, responders_for(message, conversation), message.id, 1, message)
+    turns, notices = _add_turns(conversation, responders_for(message, conversation), message.id, 1, message)
+    for notice in notices:  # too many agents mentioned: people see why some will not answer
+        outbox.later(publish_message, notice)
     return turns
 
 
 def announce(message: Message, queued: list[Turn]) -> None:
-    """After the commit of a person's message: push it live and start its turns."""
+    """After the commit of a person's message: push it live (with what it led to) and start its turns."""
     publish_message(message)
+    outbox.flush()
     if queued:
         kick(message.conversation_id)
 
