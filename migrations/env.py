@@ -1,9 +1,17 @@
 import logging
+import warnings
 from logging.config import fileConfig
 
+import sqlalchemy as sa
 from flask import current_app
 
 from alembic import context
+
+# SQLite (the embedded default): batch migrations rebuild a table and reflect the tables it
+# references; SQLAlchemy cannot reflect our expression indexes there (lower(name) uniqueness on
+# agents and projects) and says so, though batch mode leaves those tables alone. Not a user's
+# concern on a first start.
+warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index", sa.exc.SAWarning)
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
