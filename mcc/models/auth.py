@@ -23,9 +23,10 @@ class User(db.Model):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False)
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # Sealed (mcc.secretbox): never the TOTP seed in plain text.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
     # Set by /auth/2fa/setup, promoted to totp_secret by /auth/2fa/enable.
-    totp_pending_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(255))
     # Highest TOTP time step accepted so far: a code is never accepted twice.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     # Carried in every token as "gen"; bumping it voids every token issued so far (password

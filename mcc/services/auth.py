@@ -23,6 +23,7 @@ from mcc.errors import Conflict, TooManyAttempts, Unauthorized, ValidationFailed
 from mcc.extensions import db, limiter
 from mcc.models.auth import RefreshToken, User
 from mcc.models.types import utcnow
+from mcc.secretbox import SealBroken, is_sealed, seal, unseal
 from mcc.services import tokens
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,15 @@ def login(username: str, password: str, client_ip: str) -> dict:
     return issue_tokens(user)
 
 
+def _readable_secret(user: User, stored: str) -> str:
+    try:
+        return unseal(stored)
+    except SealBroken:
+        log.error("the 2FA secret of %s cannot be unsealed: MCC_SECRET_KEY changed since it was set", user.username)
+        raise Unauthorized("Two-factor authentication cannot be checked for this account; an administrator "
+                           "must reset it (flask users reset-2fa).")
+
+
 def _accept_totp_code(user: User, secret: str, code: str) -> bool:
     """True when ``code`` is valid now (±1 step) and its step is newer than any used before.
 
@@ -212,10 +222,12 @@ def verify_two_factor(temp_token: str, code: str, client_ip: str) -> dict:
         raise Unauthorized("This 2FA temp token is no longer valid.")
     checks = [("MCC_2FA_LOCKOUT", ("2fa-fail", str(user.id)))]
     _ensure_not_locked(checks, "2FA")
-    if not _accept_totp_code(user, user.totp_secret, code):
+    if not _accept_totp_code(user, _readable_secret(user, user.totp_secret), code):
         _record_failure(checks)
         log.info("wrong or reused 2FA code for %s from %s", user.username, client_ip)
         raise Unauthorized("Invalid or already used 2FA code.")
+    if not is_sealed(user.totp_secret):  # stored before secrets were sealed
+        user.totp_secret = seal(user.totp_secret)
     tokens.revoke(f"jti:{claims['jti']}", datetime.fromtimestamp(claims["exp"], timezone.utc))
     user.last_login_at = utcnow()
     log.info("login of %s (%s) with 2FA", user.username, user.role)
@@ -260,9 +272,10 @@ def logout(access_claims: dict, refresh_token: str | None) -> None:
 def begin_two_factor_setup(user: User) -> dict:
     if user.two_factor_enabled:
         raise Conflict("Two-factor authentication is already enabled; reset it first.")
-    user.totp_pending_secret = pyotp.random_base32()
-    uri = pyotp.TOTP(user.totp_pending_secret).provisioning_uri(name=user.username, issuer_name="MCC")
-    return {"secret": user.totp_pending_secret, "provisioning_uri": uri}
+    secret = pyotp.random_base32()
+    user.totp_pending_secret = seal(secret)
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name="MCC")
+    return {"secret": secret, "provisioning_uri": uri}
 
 
 def enable_two_factor(user: User, code: str) -> dict:
@@ -273,7 +286,7 @@ def enable_two_factor(user: User, code: str) -> dict:
         raise Conflict("Call /auth/2fa/setup first.")
     checks = [("MCC_2FA_LOCKOUT", ("2fa-fail", str(user.id)))]
     _ensure_not_locked(checks, "2FA")
-    if not _accept_totp_code(user, user.totp_pending_secret, code):
+    if not _accept_totp_code(user, _readable_secret(user, user.totp_pending_secret), code):
         _record_failure(checks)
         raise ValidationFailed("The code does not match the secret.", {"code": ["Invalid code."]})
     user.totp_secret, user.totp_pending_secret = user.totp_pending_secret, None

@@ -238,6 +238,62 @@ def test_enabling_two_factor_ends_the_sessions_opened_with_the_password_alone(cl
     assert client.post("/api/v1/auth/refresh", json={"refresh_token": fresh["refresh_token"]}).status_code == 200
 
 
+def _stored_secrets(user_id) -> tuple[str | None, str | None]:
+    from sqlalchemy import text
+
+    from mcc.extensions import db
+    return tuple(db.session.execute(text("SELECT totp_secret, totp_pending_secret FROM users WHERE id = :id"),
+                                    {"id": user_id}).one())
+
+
+def test_totp_secrets_are_stored_sealed_never_in_plain_text(client):
+    user = make_user()
+    headers = auth_headers(client, user)
+    secret = client.post("/api/v1/auth/2fa/setup", headers=headers).get_json()["secret"]
+    _, pending = _stored_secrets(user.id)
+    assert pending.startswith("v1:") and secret not in pending
+    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": pyotp.TOTP(secret).at(time.time() - 30)},
+                          headers=headers)
+    assert enabled.status_code == 200
+    stored, pending = _stored_secrets(user.id)
+    assert stored.startswith("v1:") and secret not in stored and pending is None
+
+    temp = login(client, user.username)["temp_token"]
+    verified = client.post("/api/v1/auth/2fa/verify", json={"temp_token": temp, "code": pyotp.TOTP(secret).now()})
+    assert verified.status_code == 200, verified.get_json()
+
+
+def test_a_plain_text_secret_from_before_sealing_still_works_and_is_sealed_at_its_next_use(client, app):
+    from mcc.extensions import db
+    from mcc.models.auth import User
+
+    user = make_user()
+    secret = pyotp.random_base32()
+    db.session.get(User, user.id).totp_secret = secret
+    db.session.commit()
+    temp = login(client, user.username)["temp_token"]
+    verified = client.post("/api/v1/auth/2fa/verify", json={"temp_token": temp, "code": pyotp.TOTP(secret).now()})
+    assert verified.status_code == 200, verified.get_json()
+    stored, _ = _stored_secrets(user.id)
+    assert stored.startswith("v1:") and secret not in stored
+
+
+def test_a_secret_sealed_under_another_key_is_refused_with_a_way_out(client, app):
+    user = make_user()
+    headers = auth_headers(client, user)
+    totp = enable_2fa(client, headers)
+    saved = app.config["SECRET_KEY"]
+    app.config["SECRET_KEY"] = "another-key-" + "x" * 40
+    try:
+        temp = client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD})
+        response = client.post("/api/v1/auth/2fa/verify",
+                               json={"temp_token": temp.get_json()["temp_token"], "code": totp.now()})
+    finally:
+        app.config["SECRET_KEY"] = saved
+    assert response.status_code == 401
+    assert "reset-2fa" in response.get_json()["error"]["message"]
+
+
 def test_two_factor_enable_refuses_a_wrong_code(client):
     user = make_user()
     headers = auth_headers(client, user)
