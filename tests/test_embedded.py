@@ -7,25 +7,28 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import time
+from contextlib import contextmanager
 
 import requests
 
 from tests.live import ROOT, free_port
 
 
-def test_quickstart_serves_the_api_with_sqlite_and_no_redis(tmp_path):
-    """`scripts/start` migrates SQLite, prints a first admin, and the auth round trip works."""
+@contextmanager
+def quickstart(tmp_path, log_name: str = "start.log"):
+    """`scripts/start` on a free port with nothing configured; yields (base URL, its output so far)."""
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "MCC_INSTANCE_PATH": str(tmp_path)}
-    for name in ("DATABASE_URL", "REDIS_URL", "MCC_SECRET_KEY"):
+    env = {**os.environ, "PORT": str(port), "MCC_INSTANCE_PATH": str(tmp_path), "MCC_REAPER_SECONDS": "1",
+           "MCC_TURN_HEARTBEAT_SECONDS": "1"}
+    for name in ("DATABASE_URL", "REDIS_URL", "MCC_SECRET_KEY", "MCC_LLM_API_KEY"):
         env.pop(name, None)
-    log = open(tmp_path / "start.log", "wb")
+    log = open(tmp_path / log_name, "wb")
     proc = subprocess.Popen([str(ROOT / "scripts" / "start")], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    api = f"{base}/api/v1"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -34,10 +37,20 @@ def test_quickstart_serves_the_api_with_sqlite_and_no_redis(tmp_path):
                     break
             except requests.RequestException:
                 time.sleep(0.3)
-        output = (tmp_path / "start.log").read_text()
+        yield base, (tmp_path / log_name).read_text()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(10)
+        log.close()
+
+
+def test_quickstart_serves_the_api_with_sqlite_and_no_redis(tmp_path):
+    """`scripts/start` migrates SQLite, prints a first admin, and the auth round trip works."""
+    with quickstart(tmp_path) as (base, output):
+        api = f"{base}/api/v1"
         match = re.search(r"username: (\S+)\s+password: (\S+)", output)
         assert match, output
-        assert f"http://127.0.0.1:{port}" in output
+        assert base in output
         assert (tmp_path / "mcc.db").exists() and (tmp_path / "secret_key").exists()
         assert requests.get(f"{base}/readyz", timeout=5).json()["checks"]["redis"].startswith("not configured")
 
@@ -60,7 +73,51 @@ def test_quickstart_serves_the_api_with_sqlite_and_no_redis(tmp_path):
         fresh_headers = {"Authorization": f"Bearer {fresh['access_token']}"}
         assert requests.post(f"{api}/auth/logout", json={}, headers=fresh_headers, timeout=5).status_code == 204
         assert requests.get(f"{api}/auth/me", headers=fresh_headers, timeout=5).status_code == 401
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(10)
-        log.close()
+
+
+def _login(api: str, admin) -> dict:
+    token = requests.post(f"{api}/auth/login", json={"username": admin[1], "password": admin[2]},
+                          timeout=5).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _wait_for_agent_replies(url: str, headers: dict, count: int, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        items = requests.get(url, headers=headers, timeout=5).json()["items"]
+        replies = [m for m in items if m["author_type"] == "agent"]
+        if len(replies) >= count or time.monotonic() > deadline:
+            return replies
+        time.sleep(0.3)
+
+
+def test_a_turn_left_running_by_a_stopped_quickstart_is_retried_after_a_restart(tmp_path):
+    """Stopped mid-turn (simulated: the turn is put back to `running` while the server is down),
+    the next start recovers it: the embedded web process reaps abandoned turns as a worker does."""
+    with quickstart(tmp_path) as (base, output):
+        api = f"{base}/api/v1"
+        admin = re.search(r"username: (\S+)\s+password: (\S+)", output)
+        headers = _login(api, admin)
+        project = requests.post(f"{api}/projects", json={"name": "Demo", "github_repo": "octo/demo"},
+                                headers=headers, timeout=5).json()["id"]
+        agent = requests.post(f"{api}/projects/{project}/agents", headers=headers, timeout=5, json={
+            "name": "Archie", "type": "architect",
+            "model_config": {"model": "anthropic/claude-3.5-sonnet", "temperature": 0.2, "max_tokens": 1000}}).json()
+        conversation = requests.post(f"{api}/projects/{project}/conversations", headers=headers, timeout=5,
+                                     json={"title": "Hi", "agent_ids": [agent["id"]]}).json()["id"]
+        path = f"/projects/{project}/conversations/{conversation}/messages"
+        assert requests.post(f"{api}{path}", json={"content": "@Archie hello"}, headers=headers, timeout=5).ok
+        assert len(_wait_for_agent_replies(f"{api}{path}", headers, 1)) == 1
+
+    with sqlite3.connect(tmp_path / "mcc.db") as database:
+        changed = database.execute(
+            "UPDATE turns SET status = 'running', attempts = 1, reply_message_id = NULL, finished_at = NULL, "
+            "started_at = '2000-01-01 00:00:00.000000'").rowcount
+    assert changed == 1
+
+    with quickstart(tmp_path, "restart.log") as (base, _):
+        api = f"{base}/api/v1"
+        replies = _wait_for_agent_replies(f"{api}{path}", _login(api, admin), 2)
+        assert len(replies) == 2, (tmp_path / "restart.log").read_text()[-3000:]
+    with sqlite3.connect(tmp_path / "mcc.db") as database:
+        assert database.execute("SELECT status, attempts FROM turns").fetchall() == [("succeeded", 2)]
