@@ -39,17 +39,11 @@ def start_embedded_reaper(app) -> None:
         _embedded_reaper["started"] = True
 
     def reap_forever():
-        from mcc.extensions import db
-        from mcc.services.turns import reap_abandoned
+        from mcc.services.turns import reaper_pass
 
         while True:
             with app.app_context():
-                try:
-                    reap_abandoned()
-                except Exception:
-                    log.exception("reaping abandoned turns failed")
-                finally:
-                    db.session.remove()
+                reaper_pass()
             threading.Event().wait(app.config["MCC_REAPER_SECONDS"])
 
     threading.Thread(target=reap_forever, daemon=True, name="embedded-turn-reaper").start()

@@ -38,17 +38,12 @@ def _hold_reaper_across_forks() -> None:
 
 
 def _reaper(app, interval: float, stop: threading.Event) -> None:
-    from mcc.services.turns import reap_abandoned
+    from mcc.services.turns import reaper_pass
 
     while True:
         with _reaper_pass, app.app_context():
-            try:
-                reap_abandoned()
-            except Exception:
-                log.exception("reaping abandoned turns failed")
-            finally:
-                db.session.remove()
-                db.engine.dispose()  # nothing pooled in the parent when the next horse forks
+            reaper_pass()
+            db.engine.dispose()  # nothing pooled in the parent when the next horse forks
         if stop.wait(interval):
             return
 

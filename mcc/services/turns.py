@@ -479,6 +479,16 @@ def cancel_waiting_turns(agent_id: uuid.UUID | None = None, conversation_id: uui
     return len(cancelled)
 
 
+def reaper_pass() -> None:
+    """One pass of a reaper thread (a worker's, or the embedded web process's), in its app context."""
+    try:
+        reap_abandoned()
+    except Exception:
+        log.exception("reaping abandoned turns failed")
+    finally:
+        db.session.remove()
+
+
 def reap_abandoned() -> list[uuid.UUID]:
     """Turns whose worker died mid-turn: retried (MCC_TURN_MAX_ATTEMPTS) or failed, on record."""
     grace = utcnow() - timedelta(seconds=_cfg("MCC_TURN_HEARTBEAT_SECONDS") * 3)
