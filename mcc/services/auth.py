@@ -286,9 +286,13 @@ def enable_two_factor(user: User, code: str) -> dict:
         raise Conflict("Call /auth/2fa/setup first.")
     checks = [("MCC_2FA_LOCKOUT", ("2fa-fail", str(user.id)))]
     _ensure_not_locked(checks, "2FA")
-    if not _accept_totp_code(user, _readable_secret(user, user.totp_pending_secret), code):
+    try:
+        pending = unseal(user.totp_pending_secret)
+    except SealBroken:  # set up under another MCC_SECRET_KEY: a new setup fixes it
+        raise Conflict("This 2FA setup can no longer be read; call /auth/2fa/setup again.")
+    if not _accept_totp_code(user, pending, code):
         _record_failure(checks)
         raise ValidationFailed("The code does not match the secret.", {"code": ["Invalid code."]})
-    user.totp_secret, user.totp_pending_secret = user.totp_pending_secret, None
+    user.totp_secret, user.totp_pending_secret = seal(pending), None
     void_all_tokens(user)
     return issue_tokens(user)
