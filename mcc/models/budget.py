@@ -5,12 +5,12 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import (CheckConstraint, Date, DateTime, Float, ForeignKey, Index, Integer, Numeric, String,
+from sqlalchemy import (CheckConstraint, Date, Float, ForeignKey, Index, Integer, Numeric, String,
                         UniqueConstraint, Uuid)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcc.extensions import db
-from mcc.models.types import created_at_column, utcnow, uuid_pk
+from mcc.models.types import created_at_column, updated_at_column, uuid_pk
 
 SCOPE_TYPES = ("global", "project", "agent")
 PERIODS = ("daily", "weekly", "monthly")
@@ -39,8 +39,7 @@ class BudgetLimit(db.Model):
     alert_threshold: Mapped[float] = mapped_column(Float, nullable=False, default=0.8)
     action_on_exceed: Mapped[str] = mapped_column(String(10), nullable=False, default="warn")
     created_at: Mapped[datetime] = created_at_column()
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
-                                                 onupdate=utcnow)
+    updated_at: Mapped[datetime] = updated_at_column()
 
 
 class BudgetAlert(db.Model):

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mcc.extensions import db
 from mcc.models.agent import Agent
-from mcc.models.types import created_at_column, utcnow, uuid_pk
+from mcc.models.types import created_at_column, updated_at_column, utcnow, uuid_pk
 
 CONVERSATION_TYPES = ("issue", "general", "task", "review")
 CONVERSATION_STATUSES = ("active", "paused", "completed")
@@ -44,8 +44,7 @@ class Conversation(db.Model):
         Uuid, ForeignKey("issues.id", ondelete="SET NULL"), index=True)
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = created_at_column()
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
-                                                 onupdate=utcnow)
+    updated_at: Mapped[datetime] = updated_at_column()
 
     agents: Mapped[list[Agent]] = relationship(
         Agent, secondary=conversation_agents, order_by=conversation_agents.c.added_at, lazy="selectin")

@@ -12,7 +12,7 @@ from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Fo
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcc.extensions import db
-from mcc.models.types import created_at_column, utcnow, uuid_pk
+from mcc.models.types import created_at_column, updated_at_column, utcnow, uuid_pk
 
 PR_STATES = ("open", "closed", "merged")
 CHECKS_STATES = ("pending", "success", "failure", "none")
@@ -86,8 +86,7 @@ class PullRequest(GitHubItem, db.Model):
     merged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     merge_commit_sha: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = created_at_column()
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
-                                                 onupdate=utcnow)
+    updated_at: Mapped[datetime] = updated_at_column()
 
 
 class PullRequestReview(db.Model):
@@ -137,8 +136,7 @@ class CommitCheck(db.Model):
     conclusion: Mapped[str | None] = mapped_column(String(20))  # success|failure|neutral|... (statuses: state)
     url: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = created_at_column()
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
-                                                 onupdate=utcnow)
+    updated_at: Mapped[datetime] = updated_at_column()
 
 
 class WebhookDelivery(db.Model):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Index, String, Text, false, func
+from sqlalchemy import Boolean, Index, String, Text, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcc.extensions import db
-from mcc.models.types import created_at_column, utcnow, uuid_pk
+from mcc.models.types import created_at_column, updated_at_column, uuid_pk
 
 MERGE_METHODS = ("merge", "squash", "rebase")  # github_merge_method (checked by the code that sets it)
 
@@ -31,8 +31,7 @@ class Project(db.Model):
                                                              server_default=false())
     github_webhook_secret: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = created_at_column()
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
-                                                 onupdate=utcnow)
+    updated_at: Mapped[datetime] = updated_at_column()
 
 
 # owner/repo is case-insensitive on GitHub: one project per repository.

@@ -8,7 +8,7 @@ from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, St
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcc.extensions import db
-from mcc.models.types import created_at_column, utcnow, uuid_pk
+from mcc.models.types import created_at_column, updated_at_column, uuid_pk
 
 TASK_STATUSES = ("pending", "in_progress", "testing", "review", "completed", "failed")
 PRIORITIES = ("low", "medium", "high", "urgent")
@@ -50,8 +50,7 @@ class Task(db.Model):
     # Loops back to the coder so far; MCC_MAX_TASK_ATTEMPTS of them fail the task.
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = created_at_column()
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
-                                                 onupdate=utcnow)
+    updated_at: Mapped[datetime] = updated_at_column()
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

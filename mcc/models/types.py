@@ -20,6 +20,10 @@ def created_at_column():
     return mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
+def updated_at_column():
+    return mapped_column(DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     if value is not None and value.tzinfo is None:
