@@ -3,8 +3,8 @@
     .venv/bin/python bench/budget.py                  # ~5 min on a 2-core machine
     .venv/bin/python bench/budget.py --calls 5000 --requests 200 --rows 10000,1000000
 
-Self-contained (it does not use bench/_common.py): it creates its own PostgreSQL database
-(``mcc_bench_budget_<random>``, migrated with ``flask --app wsgi db upgrade``, dropped at the end),
+Like the others it uses bench/_common.py: it creates its own PostgreSQL database
+(``mcc_bench_<random>``, migrated with ``flask --app wsgi db upgrade``, dropped at the end),
 uses database 11 of the machine's Redis (refusing to run if someone else holds it; flushed before
 and after), starts the Procfile ``web:`` line, and cleans up on exit, Ctrl-C or SIGTERM.
 
@@ -27,13 +27,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
-import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,83 +40,22 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg2
 import redis as redis_lib
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = str(Path(sys.executable).parent)
-ADMIN_DB_URL = os.environ.get("MCC_BENCH_ADMIN_DB", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_BASE_URL = os.environ.get("MCC_BENCH_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = 11
-LOCK_KEY = "mcc-test-run-lock"  # test runs claim a Redis database with this key (SET NX): we hold it too
-ADMIN_USER, ADMIN_PASSWORD = "budgetbench", "bench-password-123"
-PROJECTS, AGENTS = 20, 100
-SONNET = "anthropic/claude-3.5-sonnet"
-
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._common import (REDIS_BASE_URL, VENV_BIN, free_port, log, machine, pg_connect,  # noqa: E402
+                           throwaway_database)
+from bench._common import REDIS_LOCK_KEY as LOCK_KEY  # noqa: E402
+from bench._common import summary_ms as stats_ms  # noqa: E402
 
-def log(*args) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}]", *args, file=sys.stderr, flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
-
-
-def stats_ms(seconds: list[float]) -> dict:
-    ms = [s * 1000 for s in seconds]
-    return {"n": len(ms), "p50": round(pct(ms, 50), 3), "p99": round(pct(ms, 99), 3),
-            "mean": round(sum(ms) / len(ms), 3), "max": round(max(ms), 3)}
-
-
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown")
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal:"))
-    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_kb / 1024 / 1024, 1),
-            "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# --- resources -----------------------------------------------------------------------------------
-
-def _pg(url: str, autocommit: bool = True):
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    conn = psycopg2.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                            dbname=u.database or "postgres")
-    conn.autocommit = autocommit
-    return conn
-
-
-@contextlib.contextmanager
-def database():
-    from sqlalchemy.engine import make_url
-
-    name = f"mcc_bench_budget_{uuid.uuid4().hex[:8]}"
-    admin = _pg(ADMIN_DB_URL)
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    log(f"created database {name}")
-    try:
-        yield make_url(ADMIN_DB_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-        log(f"dropped database {name}")
+REDIS_DB = 11
+ADMIN_USER, ADMIN_PASSWORD = "budgetbench", "bench-password-123"
+PROJECTS, AGENTS = 20, 100
+SONNET = "anthropic/claude-3.5-sonnet"
 
 
 @contextlib.contextmanager
@@ -225,7 +161,7 @@ def seed(app) -> dict:
 
 def load_ledger(database_url: str, rows: int, offset: int) -> dict:
     """Append ``rows`` ledger rows over the last 365 days, then rebuild cost_daily from the ledger."""
-    conn = _pg(database_url, autocommit=False)
+    conn = pg_connect(database_url)
     timings = {}
     with conn.cursor() as cur:
         cur.execute("SET session_replication_role = replica")  # skip FK triggers: the ids are valid
@@ -390,7 +326,7 @@ def check_numbers(base: str, database_url: str) -> dict:
     timeline = session.get(f"{base}/api/v1/budget/timeline?start_date={year_ago}&end_date={today}",
                            timeout=30).json()["points"]
     month = session.get(f"{base}/api/v1/budget/summary", timeout=30).json()["month"]["spent"]
-    conn = _pg(database_url)
+    conn = pg_connect(database_url, autocommit=True)
     with conn.cursor() as cur:
         cur.execute("SELECT coalesce(sum(cost_usd), 0) FROM cost_ledger WHERE (created_at AT TIME ZONE 'UTC')::date "
                     "BETWEEN %s AND %s", (year_ago, today))
@@ -425,7 +361,7 @@ def main() -> int:
     results: dict = {"machine": info, "command": " ".join([Path(sys.executable).name, *sys.argv]), "reports": {}}
     workdir = Path(tempfile.mkdtemp(prefix="mcc-budget-bench-"))
     try:
-        with database() as database_url, redis_db() as redis_url:
+        with throwaway_database() as database_url, redis_db() as redis_url:
             env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "MCC_ENV": "production",
                    "MCC_SECRET_KEY": secrets.token_urlsafe(48), "MCC_INSTANCE_PATH": str(workdir),
                    "MCC_RATE_LIMIT": "10000000 per minute", "MCC_ACCESS_TOKEN_SECONDS": "7200",
