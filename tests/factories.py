@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 
 from mcc.extensions import db
 
@@ -110,3 +111,26 @@ def make_spend(project, agent=None, cost_usd="0", created_at=None, commit: bool 
     if commit:
         db.session.commit()
     return entry
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    """The one error format: status, JSON, exactly code/message/details/request_id, the request id echoed."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    error = response.get_json()["error"]
+    assert set(error) == {"code", "message", "details", "request_id"}
+    assert error["code"] == code
+    assert error["message"]
+    assert isinstance(error["details"], dict)
+    assert error["request_id"] == response.headers["X-Request-ID"]
+    return error
+
+
+def project_url(project, collection: str, item=None, suffix: str = "") -> str:
+    """``/api/v1/projects/{project}/{collection}[/{item}]{suffix}``, from objects or ids."""
+    def id_of(thing):
+        return thing if isinstance(thing, (str, uuid.UUID)) else thing.id
+    url = f"/api/v1/projects/{id_of(project)}/{collection}"
+    if item is not None:
+        url += f"/{id_of(item)}"
+    return url + suffix

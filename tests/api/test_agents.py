@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from mcc.extensions import db
-from tests.factories import (auth_headers, make_agent, make_conversation, make_message, make_project,
-                             make_spend, make_user)
+from tests.factories import (assert_error, make_agent, make_conversation, make_message, make_project, make_spend,
+                             make_user, project_url)
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 AGENT_FIELDS = {"id", "project_id", "name", "type", "model_config", "system_prompt", "rules_file_path",
@@ -18,21 +18,8 @@ AGENT_FIELDS = {"id", "project_id", "name", "type", "model_config", "system_prom
 MODEL_CONFIG = {"model": "anthropic/claude-3.5-sonnet", "temperature": 0.2, "max_tokens": 4096}
 
 
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert set(error) == {"code", "message", "details", "request_id"}
-    assert error["code"] == code
-    assert error["message"]
-    return error
-
-
 def agents_url(project, agent=None, suffix: str = "") -> str:
-    pid = project if isinstance(project, (str, uuid.UUID)) else project.id
-    url = f"/api/v1/projects/{pid}/agents"
-    if agent is not None:
-        url += f"/{agent if isinstance(agent, (str, uuid.UUID)) else agent.id}"
-    return url + suffix
+    return project_url(project, "agents", agent, suffix)
 
 
 def agent_body(**overrides) -> dict:
@@ -40,11 +27,6 @@ def agent_body(**overrides) -> dict:
             "system_prompt": "Design first.", "rules_file_path": "docs/AGENT_RULES.md"}
     body.update(overrides)
     return body
-
-
-@pytest.fixture
-def operator(client):
-    return auth_headers(client, make_user("operator"))
 
 
 @pytest.fixture
@@ -306,8 +288,7 @@ def test_reset_cancels_the_agents_queued_turns(client, operator, project):
 
 # --- roles, unknown and foreign ids ---------------------------------------------------------------------------
 
-def test_viewer_reads_agents_but_every_write_is_forbidden(client, project):
-    viewer = auth_headers(client, make_user("viewer"))
+def test_viewer_reads_agents_but_every_write_is_forbidden(client, project, viewer):
     agent = make_agent(project, name="Untouched")
     assert client.get(agents_url(project), headers=viewer).status_code == 200
     assert client.get(agents_url(project, agent), headers=viewer).status_code == 200

@@ -21,33 +21,11 @@ from mcc.models.budget import BudgetLimit
 from mcc.models.turn import LedgerEntry
 from mcc.services import budget
 from mcc.services.rollup import add_to_rollup
-from tests.factories import auth_headers, make_agent, make_project, make_user
+from tests.factories import assert_error, make_agent, make_project
 
 SONNET = "anthropic/claude-3.5-sonnet"
 LIMIT_FIELDS = {"id", "name", "scope_type", "scope_id", "amount_usd", "period", "alert_threshold",
                 "action_on_exceed", "created_at", "updated_at"}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert error["code"] == code and error["message"]
-    return error
-
-
-@pytest.fixture
-def admin(client):
-    return auth_headers(client, make_user("admin"))
-
-
-@pytest.fixture
-def operator(client):
-    return auth_headers(client, make_user("operator"))
-
-
-@pytest.fixture
-def viewer(client):
-    return auth_headers(client, make_user("viewer"))
 
 
 def limit_body(**overrides) -> dict:

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from mcc.extensions import db
-from tests.factories import (auth_headers, make_agent, make_conversation, make_issue, make_message, make_project,
-                             make_user)
+from tests.factories import (assert_error, auth_headers, make_agent, make_conversation, make_issue, make_message,
+                             make_project, make_user, project_url)
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 CONVERSATION_FIELDS = {"id", "project_id", "title", "type", "status", "issue_id", "agents", "created_at",
@@ -18,21 +18,8 @@ MESSAGE_FIELDS = {"id", "conversation_id", "author_type", "agent", "user", "cont
                   "cost_usd", "created_at", "reply_to", "metadata"}
 
 
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert set(error) == {"code", "message", "details", "request_id"}
-    assert error["code"] == code
-    assert error["message"]
-    return error
-
-
 def url(project, conversation=None, suffix: str = "") -> str:
-    pid = project if isinstance(project, (str, uuid.UUID)) else project.id
-    out = f"/api/v1/projects/{pid}/conversations"
-    if conversation is not None:
-        out += f"/{conversation if isinstance(conversation, (str, uuid.UUID)) else conversation.id}"
-    return out + suffix
+    return project_url(project, "conversations", conversation, suffix)
 
 
 @pytest.fixture

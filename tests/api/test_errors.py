@@ -5,19 +5,8 @@ import uuid
 
 import pytest
 
-from tests.factories import auth_headers, make_user
+from tests.factories import assert_error, auth_headers, make_user
 
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    error = response.get_json()["error"]
-    assert set(error) == {"code", "message", "details", "request_id"}
-    assert error["code"] == code
-    assert error["message"]
-    assert isinstance(error["details"], dict)
-    assert error["request_id"] == response.headers["X-Request-ID"]
-    return error
 
 
 @pytest.fixture

@@ -12,16 +12,9 @@ from mcc.extensions import db
 from mcc.models.turn import LedgerEntry
 from mcc.services import budget
 from mcc.services.notifications import notify
-from tests.factories import auth_headers, make_agent, make_project, make_user
+from tests.factories import assert_error, auth_headers, make_agent, make_project, make_user
 
 NOTIFICATION_FIELDS = {"id", "severity", "kind", "title", "message", "data", "project_id", "is_read", "created_at"}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert error["code"] == code and error["message"]
-    return error
 
 
 @pytest.fixture
@@ -32,11 +25,6 @@ def alice(client):
 @pytest.fixture
 def bob(client):
     return auth_headers(client, make_user("viewer", username=f"bob-{uuid.uuid4().hex[:6]}"))
-
-
-@pytest.fixture
-def admin(client):
-    return auth_headers(client, make_user("admin"))
 
 
 def listing(client, headers, query: str = "") -> dict:

@@ -11,32 +11,13 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mcc.extensions import db
-from tests.factories import (auth_headers, make_agent, make_conversation, make_issue, make_message, make_project,
-                             make_spend, make_user)
+from tests.factories import (assert_error, auth_headers, make_agent, make_conversation, make_issue, make_message,
+                             make_project, make_spend, make_user)
 
 API = "/api/v1/projects"
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 PROJECT_FIELDS = {"id", "name", "description", "github_repo", "github_app_id", "github_installation_id",
                   "is_active", "created_at", "updated_at", "stats"}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert set(error) == {"code", "message", "details", "request_id"}
-    assert error["code"] == code
-    assert error["message"]
-    return error
-
-
-@pytest.fixture
-def operator(client):
-    return auth_headers(client, make_user("operator"))
-
-
-@pytest.fixture
-def viewer(client):
-    return auth_headers(client, make_user("viewer"))
 
 
 @contextmanager
@@ -289,7 +270,6 @@ def test_today_means_the_configured_timezone(app, client, operator):
     zone = ZoneInfo("Asia/Tokyo")  # UTC+9, no daylight saving time
     tokyo_midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(timezone.utc)
     project = make_project()
-    conversation = make_conversation(project)
     make_spend(project, cost_usd="1", created_at=tokyo_midnight + timedelta(seconds=30))
     make_spend(project, cost_usd="10", created_at=tokyo_midnight - timedelta(seconds=30))
     saved = app.config["MCC_TIMEZONE"]

@@ -129,10 +129,3 @@ def process_all(app) -> list[str]:
         return [process_delivery(str(i)) for i in ids]
 
 
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert set(error) == {"code", "message", "details", "request_id"}
-    assert error["code"] == code
-    assert error["message"]
-    return error

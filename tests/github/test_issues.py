@@ -6,8 +6,7 @@ import uuid
 from mcc.extensions import db
 from mcc.github import records
 from mcc.models.task import Task
-from tests.factories import make_project
-from tests.github.conftest import assert_error
+from tests.factories import assert_error, make_project
 
 ISSUE_FIELDS = {"id", "number", "title", "body", "state", "labels", "author", "assignees", "html_url", "comments",
                 "created_at", "updated_at", "tasks_count"}

@@ -11,8 +11,7 @@ from mcc.models.control import Notification
 from mcc.models.github import PullRequest, PullRequestReview
 from mcc.models.task import Task
 from mcc.services.pull_requests import feedback_for
-from tests.factories import make_issue, make_project
-from tests.github.conftest import assert_error
+from tests.factories import assert_error, make_issue, make_project
 from tests.github.fake_github import BOT_LOGIN
 
 REPO = "octo-org/shop"

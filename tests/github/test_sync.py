@@ -13,8 +13,8 @@ from sqlalchemy import select
 from mcc.extensions import db
 from mcc.models.control import Notification
 from mcc.models.github import GitHubSyncState, Issue
-from tests.factories import make_project
-from tests.github.conftest import assert_error, deliver, load_payload, process_all
+from tests.factories import assert_error, make_project
+from tests.github.conftest import deliver, load_payload, process_all
 from workers.github import sync_repository
 
 REPO = "octo-org/busy-repo"

@@ -9,9 +9,8 @@ from sqlalchemy import func, select
 
 from mcc.extensions import db
 from mcc.models.github import Issue, PullRequest, PullRequestReview, WebhookDelivery
-from tests.factories import make_project
-from tests.github.conftest import (HELLO, PAYLOADS, SECRET, assert_error, deliver, load_payload, payload_path,
-                                   process_all)
+from tests.factories import assert_error, make_project
+from tests.github.conftest import HELLO, PAYLOADS, SECRET, deliver, load_payload, payload_path, process_all
 
 ALL_PAYLOADS = sorted(str(p.relative_to(PAYLOADS)) for p in PAYLOADS.glob("*/*.json")) if PAYLOADS.exists() else []
 

@@ -48,6 +48,12 @@ def start_from_webhook(rt, team) -> dict:
     return issue
 
 
+def start_scripted(rt, team, llm, responder) -> tuple[str, dict]:
+    """The stub answers with ``responder``; the shared issue is delivered and started."""
+    llm.responder = responder
+    return team["project"], start_from_webhook(rt, team)
+
+
 def tasks_of(rt, project, issue) -> list[dict]:
     response = rt.api("GET", f"/projects/{project}/issues/{issue['id']}/tasks")
     assert response.status_code == 200, response.text
@@ -134,9 +140,7 @@ def statuses_in_order(events: list[dict]) -> list[str]:
 def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake_git, llm, progress):
     started = time.monotonic()
     script = Script()
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
 
     # Architect plans one task for the coder; coder submits; tester passes; reviewer approves.
     task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
@@ -200,9 +204,7 @@ def test_failed_tests_send_the_task_back_and_the_second_submit_updates_the_same_
         prt, team, repo, fake_git, llm, progress):
     started = time.monotonic()
     script = Script(test_results=(False, True))
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
 
     # First round: tests fail -> back to the coder (attempt 1) with the summary; the coder submits
     # again, the tester passes, the reviewer approves.
@@ -247,9 +249,7 @@ def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
         prt, team, repo, fake_git, llm):
     started = time.monotonic()
     script = Script()
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
     task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
     [pull] = repo.pulls.values()
     prs = prt.api("GET", f"/projects/{project}/pull-requests").json()["items"]
@@ -278,9 +278,7 @@ def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
 
 def test_requested_changes_send_the_task_back_to_the_coder(prt, team, repo, fake_git, llm):
     script = Script(verdicts=("request_changes", "approve"))
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
     task = wait_approved_by_reviewer(prt, project, issue, script, reviews=2, timeout=40)
     assert script.errors == [], script.errors
     assert task["attempts"] == 1
@@ -294,9 +292,7 @@ def test_requested_changes_send_the_task_back_to_the_coder(prt, team, repo, fake
 
 def test_tests_failing_every_time_fail_the_task_after_the_attempt_limit(prt, team, repo, llm, progress):
     script = Script(test_results=(False,))
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
     task = wait_task(prt, project, issue, lambda t: t["status"] == "failed", timeout=40)
     time.sleep(1)  # nothing runs after the failure
     assert script.errors == [], script.errors
@@ -330,9 +326,7 @@ class HoldingScript(Script):
 def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continues_it(
         prt, team, repo, llm, progress):
     script = HoldingScript()
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
 
     # The coder has submitted; the tester's first call is at the gateway when a person pauses everything.
     assert script.tester_calling.wait(timeout=30), prt.logs()
@@ -372,9 +366,7 @@ REMINDER = "your turn ended without `submit_changes`"
 
 def test_a_coder_that_answers_in_prose_is_reminded_and_then_submits(prt, team, repo, llm):
     script = Script(coder_prose=1)
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
     task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
     assert script.errors == [], script.errors
     assert len(script.coder_briefs) == 2, script.coder_briefs
@@ -386,9 +378,7 @@ def test_a_coder_that_answers_in_prose_is_reminded_and_then_submits(prt, team, r
 
 def test_a_coder_that_never_submits_hands_the_task_to_a_person_who_restarts_it(prt, team, repo, llm, progress):
     script = Script(coder_prose=3)  # the stage turn and both reminders (MCC_STAGE_REMINDERS=2)
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
 
     task = wait_task(prt, project, issue, lambda t: t["status"] == "in_progress" and t["assigned_to"] is None,
                      timeout=30)
@@ -421,9 +411,7 @@ def test_a_stage_turn_that_fails_hands_the_task_to_a_person_and_frees_the_agent(
         if role_of(body) == "coder":
             return Step(status=400)  # not retried: the turn fails at once
         return script(body)
-    llm.responder = coder_gateway_refuses
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, coder_gateway_refuses)
     task = wait_task(prt, project, issue, lambda t: t["status"] == "in_progress" and t["assigned_to"] is None,
                      timeout=30)
     notes = prt.api("GET", "/notifications").json()["items"]
@@ -439,9 +427,7 @@ def test_a_stage_turn_that_fails_hands_the_task_to_a_person_and_frees_the_agent(
 
 def test_resetting_an_agent_whose_stage_turn_is_held_hands_the_task_to_a_person(prt, team, repo, llm):
     script = HoldingScript()
-    llm.responder = script
-    project = team["project"]
-    issue = start_from_webhook(prt, team)
+    project, issue = start_scripted(prt, team, llm, script)
     assert script.tester_calling.wait(timeout=30), prt.logs()
     assert prt.api("POST", "/emergency/pause-all", json={"reason": "hold"}).status_code == 200
     script.release.set()
