@@ -152,10 +152,14 @@ def agent_metrics(page: int, limit: int) -> tuple[list[dict], int]:
     spend = {row[0]: row[1:] for row in db.session.execute(
         select(CostDaily.agent_id, func.sum(CostDaily.cost_usd), func.sum(CostDaily.messages))
         .where(CostDaily.agent_id.in_(ids)).group_by(CostDaily.agent_id))}
+    # A task is credited to the agent that did its work: its coder (the agent that took it in
+    # pending/in_progress), else whoever holds it. Not assigned_agent_id alone: the pipeline clears
+    # that on completion and moves it to the tester and the reviewer on the way.
+    worker = func.coalesce(Task.coder_agent_id, Task.assigned_agent_id)
     tasks = {row[0]: row[1:] for row in db.session.execute(
-        select(Task.assigned_agent_id, func.sum(case((Task.status == "completed", 1), else_=0)),
+        select(worker, func.sum(case((Task.status == "completed", 1), else_=0)),
                func.sum(case((Task.status == "failed", 1), else_=0)))
-        .where(Task.assigned_agent_id.in_(ids)).group_by(Task.assigned_agent_id))}
+        .where(worker.in_(ids)).group_by(worker))}
     items = []
     for agent in agents:
         cost, messages = spend.get(agent.id, (0, 0))

@@ -518,7 +518,8 @@ def test_timeline_rejects_bad_dates_and_ranges(client, viewer):
 
 # --- analytics ----------------------------------------------------------------------------------
 
-def add_tasks(project, agent, **counts) -> None:
+def add_tasks(project, agent, coder=None, **counts) -> None:
+    """Tasks held by ``agent`` (assigned_agent_id) and coded by ``coder`` (coder_agent_id)."""
     from mcc.models.task import Task
 
     # Core insert of the long-standing columns only (the tasks table gains columns over time).
@@ -526,7 +527,8 @@ def add_tasks(project, agent, **counts) -> None:
         for i in range(n):
             db.session.execute(insert(Task.__table__).values(
                 id=uuid.uuid4(), project_id=project.id, title=f"{status} {i}", status=status, priority="medium",
-                assigned_agent_id=agent.id if agent is not None else None, progress=0, attempts=0,
+                assigned_agent_id=agent.id if agent is not None else None,
+                coder_agent_id=coder.id if coder is not None else None, progress=0, attempts=0,
                 created_at=datetime.now(timezone.utc), updated_at=datetime.now(timezone.utc)))
     db.session.commit()
 
@@ -535,10 +537,15 @@ def test_agent_analytics_match_the_ledger_and_tasks(client, viewer, world):
     rows = world["rows"]
     alpha, beta, _, idle = world["projects"]
     a1, a2, b1, c1, quiet = world["agents"]
-    add_tasks(alpha, a1, completed=3, failed=1, in_progress=2, pending=1)
+    add_tasks(alpha, a1, completed=2, in_progress=2, pending=1)
+    # As the pipeline leaves them: completed tasks hold nobody, but their coder did the work; a task
+    # that failed in testing is held by the tester (a2) and still counts for its coder.
+    add_tasks(alpha, None, coder=a1, completed=1)
+    add_tasks(alpha, a2, coder=a1, failed=1)
     add_tasks(beta, b1, failed=2, review=1)
     add_tasks(idle, quiet, completed=2)
-    add_tasks(alpha, None, completed=5)  # unassigned: nobody's success
+    add_tasks(alpha, None, completed=5)  # never assigned, no coder: nobody's success
+    add_tasks(alpha, a2, coder=a1, review=1)  # open: in nobody's success rate yet
 
     body = client.get("/api/v1/analytics/agents?limit=100", headers=viewer).get_json()
     assert body["total"] == 5 and len(body["agents"]) == 5
@@ -569,6 +576,9 @@ def test_agent_analytics_match_the_ledger_and_tasks(client, viewer, world):
         "success_rate": 1.0, "cost_per_completed_task": 0.0}
     cost, messages = cost_and_messages(a2)
     assert metrics[str(a2.id)]["metrics"]["avg_cost_per_message"] == round(float(cost / messages), 6)
+    # The tester holds a failed and an open task it did not code: neither is its outcome.
+    assert (metrics[str(a2.id)]["metrics"]["tasks_completed"], metrics[str(a2.id)]["metrics"]["success_rate"]) \
+        == (0, None)
 
     first = client.get("/api/v1/analytics/agents?limit=2", headers=viewer).get_json()
     third = client.get("/api/v1/analytics/agents?limit=2&page=3", headers=viewer).get_json()

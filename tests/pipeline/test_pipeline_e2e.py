@@ -24,6 +24,8 @@ pytestmark = pytest.mark.live
 FIXED = "# Hello World\nSpelling.\n"
 FAILURE = "test_readme fails: 'Speling' is still misspelled on line 2"
 CHANGES = "Keep the heading as it was; only fix the typo."
+# What the stub bills each role's call (usage.cost), so the analytics can be checked independently.
+ROLE_COST = {"architect": 0.0005, "coder": 0.0025, "tester": 0.00125, "reviewer": 0.001}
 
 
 def deliver_issue(rt) -> requests.Response:
@@ -87,6 +89,11 @@ class Script:
         self.errors: list[str] = []
 
     def __call__(self, body: dict) -> Step:
+        step = self.decide(body)
+        step.usage = {"prompt_tokens": 10, "completion_tokens": 5, "cost": ROLE_COST.get(role_of(body), 0)}
+        return step
+
+    def decide(self, body: dict) -> Step:
         role, last = role_of(body), last_tool_call(body)
         if last is not None:
             result = json.loads(body["messages"][-1]["content"])
@@ -188,6 +195,20 @@ def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake
     assert next(i for i in mirrored if i["id"] == issue["id"])["state"] == "closed"
     history = prt.api("GET", f"/projects/{project}/tasks/{task['id']}").json()["history"]
     assert [h["to_status"] for h in history] == ["pending", "in_progress", "testing", "review", "completed"]
+
+    # The coder did the work: its analytics count the completed task and what each cost, as billed.
+    def metrics_of(name: str) -> dict:
+        agents = prt.api("GET", "/analytics/agents", params={"limit": 100}).json()["agents"]
+        return next(a["metrics"] for a in agents if a["id"] == team["agents"][name])
+
+    coder_cost = round(ROLE_COST["coder"] * sum(1 for c in llm.calls if role_of(c.body) == "coder"), 6)
+    assert coder_cost >= 2 * ROLE_COST["coder"]  # submit_changes, then its answer to the result
+    coder = prt.wait_for(lambda: (m := metrics_of("Cody"))["total_cost"] == coder_cost and m, timeout=5)
+    assert (coder["tasks_completed"], coder["success_rate"]) == (1, 1.0)
+    assert coder["cost_per_completed_task"] == coder_cost
+    # The tester and the reviewer handled it but did not do the task: no task outcome is theirs.
+    for name in ("Tess", "Rev"):
+        assert (metrics_of(name)["tasks_completed"], metrics_of(name)["success_rate"]) == (0, None)
 
     # The socket client saw the completion too, after the review.
     deadline = time.monotonic() + 3
