@@ -140,8 +140,9 @@ def _check_rate(sid: str) -> None:
                               max(1, int(reset_at - time.time()) + 1))
 
 
-def client_event(name: str, *, sends: bool = False):
-    """Register a client event: auth, rate limit, role, validation, and the ack/error contract."""
+def client_event(name: str, *aliases: str, sends: bool = False):
+    """Register a client event (and its aliases): auth, rate limit, role, validation, and the
+    ack/error contract."""
     def decorator(handler):
         @functools.wraps(handler)
         def wrapper(data=None):
@@ -162,7 +163,8 @@ def client_event(name: str, *, sends: bool = False):
                 db.session.rollback()
                 log.exception("socket event %s failed", name)
                 return _refuse(ApiError("Internal error.", {}), code="INTERNAL_ERROR")
-        socketio.on_event(name, wrapper)
+        for event_name in (name, *aliases):
+            socketio.on_event(event_name, wrapper)
         return wrapper
     return decorator
 
@@ -287,7 +289,8 @@ def send_message(connection, data):
     return {"message": MessageSchema().dump(message), "blocked_agents": message.blocked_agents}
 
 
-@client_event("typing", sends=True)
+# The spec heads this event `typing_indicator` and emits `typing` in its example: both work.
+@client_event("typing", "typing_indicator", sends=True)
 def typing(connection, data):
     conversation, ref = _conversation(data)
     socketio.emit("user_typing", {

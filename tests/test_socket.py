@@ -184,19 +184,24 @@ def test_viewers_listen_but_do_not_send(web, world):
         viewer.close()
 
 
-def test_typing_goes_to_the_others_in_the_room(web, world):
+@pytest.mark.parametrize("event_name", ["typing", "typing_indicator"])
+def test_typing_goes_to_the_others_in_the_room(web, world, event_name):
+    """`typing_indicator` (the spec's heading) and `typing` (its example) are one event."""
     token = token_for(web, world["operator"])
     typist, reader = Listener(web, token), Listener(web, token)
     try:
         for listener in (typist, reader):
             listener.call("join_conversation", {"conversation_id": world["conversation"]})
-        assert typist.call("typing", {"conversation_id": world["conversation"], "is_typing": True})["ok"]
+        ack = typist.call(event_name, {"conversation_id": world["conversation"], "is_typing": True})
+        assert ack == {"ok": True}
         event = reader.next("user_typing")
         assert event["conversation_id"] == world["conversation"]
         assert event["is_typing"] is True and event["user"]["username"] == world["operator"]
         assert typist.nothing("user_typing")
+        refused = typist.call(event_name, {"conversation_id": "not-a-uuid"})
+        assert refused["ok"] is False and refused["error"]["code"] == "VALIDATION_ERROR"
         reader.call("leave_conversation", {"conversation_id": world["conversation"]})
-        typist.call("typing", {"conversation_id": world["conversation"], "is_typing": False})
+        typist.call(event_name, {"conversation_id": world["conversation"], "is_typing": False})
         assert reader.nothing("user_typing")
     finally:
         typist.close()
