@@ -48,6 +48,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     jwt.init_app(app)
     # Unmatched paths (404/405) count too: the limiter skips requests without an endpoint.
     app.config.setdefault("RATELIMIT_REQUEST_IDENTIFIER", lambda: request.endpoint or "unmatched")
+    app.after_request(errors.retry_after_only_where_meaningful)  # runs after the limiter's own hook
     limiter.init_app(app)
     limiter.request_filter(lambda: not request.path.startswith("/api/v1"))
     app.before_request(security.authenticate_api_request)

@@ -184,6 +184,19 @@ def handle_unexpected(exc: Exception):
     return error_response(500, "INTERNAL_ERROR", "Internal server error. Quote the request id when reporting it.")
 
 
+def retry_after_only_where_meaningful(response):
+    """after_request, registered before Flask-Limiter's so that it runs after it (Flask runs
+    after_request hooks last-registered first): the limiter puts Retry-After on every limited
+    response, but it means something only on a 429, or on a 503 whose handler chose its value."""
+    if response.status_code != 429:
+        own = getattr(g, "retry_after", None)
+        if own is not None:
+            response.headers["Retry-After"] = own
+        else:
+            response.headers.pop("Retry-After", None)
+    return response
+
+
 def init_app(app) -> None:
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)

@@ -47,14 +47,6 @@ def assign_request_id() -> None:
 
 def echo_request_id(response):
     response.headers["X-Request-ID"] = getattr(g, "request_id", None) or str(uuid.uuid4())
-    # The rate limiter adds Retry-After to every response; it means something only on a 429,
-    # or on a 503 whose handler chose its own value.
-    if response.status_code != 429:
-        own = getattr(g, "retry_after", None)
-        if own is not None:
-            response.headers["Retry-After"] = own
-        else:
-            response.headers.pop("Retry-After", None)
     return response
 
 

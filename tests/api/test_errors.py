@@ -147,5 +147,6 @@ def test_readiness_and_api_report_a_dead_redis(test_env, tmp_path):
         api = requests.get(f"{base}/api/v1/auth/me", timeout=10)
         assert api.status_code == 503
         assert api.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert api.headers["Retry-After"] == "5"
     finally:
         web.stop()
