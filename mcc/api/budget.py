@@ -70,7 +70,12 @@ class LimitById(MethodView):
 class Summary(MethodView):
     @blp.response(200, BudgetSummarySchema)
     def get(self):
-        """Spend today, this week and this month against the global limits, and current alerts"""
+        """Spend today, this week and this month against the global limits, and current alerts
+
+        Each period's `limit` is the lowest global limit of that period; without one it is `null`,
+        and so is `percentage` (no global limit means no cap, not a cap of 0). Project and agent
+        limits appear in `alerts` once their spend reaches the alert threshold.
+        """
         return reports.summary()
 
 

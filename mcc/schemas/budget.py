@@ -54,14 +54,18 @@ class BudgetLimitPageSchema(PageSchema):
 
 
 class SpentSchema(ma.Schema):
-    spent = ma.fields.Float(required=True)
-    limit = ma.fields.Float(required=True, allow_none=True)
-    percentage = ma.fields.Float(required=True, allow_none=True)
+    spent = ma.fields.Float(required=True, metadata={"description": "USD spent in the period (all projects)"})
+    limit = ma.fields.Float(required=True, allow_none=True, metadata={
+        "description": "The lowest global limit of this period (daily, weekly, monthly) in USD; "
+                       "null when no global limit of this period exists (the default on a new install): "
+                       "spending is then unlimited, not limited to 0"})
+    percentage = ma.fields.Float(required=True, allow_none=True, metadata={
+        "description": "spent / limit as a fraction (0.25 = 25 %, may pass 1.0); null when limit is null"})
 
 
 class ScopeSchema(ma.Schema):
-    type = ma.fields.String(required=True)
-    id = ma.fields.String(required=True, allow_none=True)
+    type = ma.fields.String(required=True, metadata={"description": "global, project or agent"})
+    id = ma.fields.String(required=True, allow_none=True, metadata={"description": "null for the global scope"})
     name = ma.fields.String(required=True, allow_none=True)
 
 

@@ -334,9 +334,13 @@ def test_summary_compares_spend_with_the_matching_global_limits(client, admin, w
 
 
 def test_summary_without_limits_or_spend(client, viewer):
+    """No global limit (a new install): limit and percentage are null, and the OpenAPI document says so."""
     summary = client.get("/api/v1/budget/summary", headers=viewer).get_json()
     assert summary == {name: {"spent": 0.0, "limit": None, "percentage": None} for name in ("today", "week", "month")} \
         | {"alerts": []}
+    spent = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]["Spent"]["properties"]
+    assert spent["limit"]["nullable"] is True and "null when no global limit" in spent["limit"]["description"]
+    assert spent["percentage"]["nullable"] is True
 
 
 def test_deleting_a_project_does_not_take_its_spend_out_of_the_global_figures(client, admin, operator, world):
