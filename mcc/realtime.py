@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import marshmallow as ma
-from flask import current_app, request
+from flask import current_app, g, request
 from flask_jwt_extended import decode_token
 from flask_socketio import emit, join_room, leave_room
 from jwt.exceptions import ExpiredSignatureError, PyJWTError
@@ -146,6 +146,7 @@ def client_event(name: str, *aliases: str, sends: bool = False):
     def decorator(handler):
         @functools.wraps(handler)
         def wrapper(data=None):
+            g.request_id = str(uuid.uuid4())  # one id per event: its jobs and log lines carry it
             try:
                 connection = _current_connection()
                 _check_rate(request.sid)
