@@ -94,9 +94,12 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_GITHUB_RATE_LIMIT_WAIT", "60",
      "longest wait for a GitHub rate limit to reset before failing (jobs; web requests wait 5 s at most)"),
     ("MCC_GITHUB_SYNC_INTERVAL", "3600", "seconds between safety-net full syncs of each project (0: off)"),
+    ("MCC_TOKEN_PURGE_INTERVAL", "86400", "seconds between purges of expired refresh tokens and revocations (0: off)"),
+    ("MCC_ROLLUP_RECONCILE_INTERVAL", "3600",
+     "seconds between checks that the daily cost rollup of today and yesterday matches the ledger (0: off)"),
     ("RQ_DASHBOARD_USERNAME", "unset", "basic-auth user of the `rqdashboard:` process"),
     ("RQ_DASHBOARD_PASSWORD", "unset", "basic-auth password of the `rqdashboard:` process"),
-    ("RQ_DASHBOARD_BIND", "0.0.0.0", "address of the `rqdashboard:` process"),
+    ("RQ_DASHBOARD_BIND", "127.0.0.1", "address of the `rqdashboard:` process (`0.0.0.0` to serve other hosts, behind TLS)"),
     ("RQ_DASHBOARD_PORT", "9181", "port of the `rqdashboard:` process"),
     ("PORT", "5000", "port the web process binds (Procfile, quickstart)"),
 ]
@@ -274,6 +277,8 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_GITHUB_BACKOFF_BASE": float(env.get("MCC_GITHUB_BACKOFF_BASE", 1)),
         "MCC_GITHUB_RATE_LIMIT_WAIT": float(env.get("MCC_GITHUB_RATE_LIMIT_WAIT", 60)),
         "MCC_GITHUB_SYNC_INTERVAL": float(env.get("MCC_GITHUB_SYNC_INTERVAL", 3600)),
+        "MCC_TOKEN_PURGE_INTERVAL": float(env.get("MCC_TOKEN_PURGE_INTERVAL", 86400)),
+        "MCC_ROLLUP_RECONCILE_INTERVAL": float(env.get("MCC_ROLLUP_RECONCILE_INTERVAL", 3600)),
         # Flask-Limiter: one shared bucket per client IP for the whole API.
         "RATELIMIT_APPLICATION": env.get("MCC_RATE_LIMIT", "100 per minute"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",

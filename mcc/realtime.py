@@ -156,7 +156,7 @@ def client_event(name: str, *aliases: str, sends: bool = False):
     def decorator(handler):
         @functools.wraps(handler)
         def wrapper(data=None):
-            g.request_id = uuid.uuid4().hex  # in the log lines and in an INTERNAL_ERROR ack
+            g.request_id = str(uuid.uuid4())  # one id per event: its jobs, its log lines, an INTERNAL_ERROR ack
             try:
                 connection = _current_connection()
                 _check_rate(request.sid)
@@ -352,7 +352,7 @@ _admission = _Admission()
 @socketio.on_error_default
 def _unhandled(exc):
     """Last resort for a handler outside ``client_event``: log once, answer the ack."""
-    request_id = uuid.uuid4().hex
+    request_id = str(uuid.uuid4())
     log.error("socket handler failed (request %s)", request_id, exc_info=exc)
     return {"ok": False, "error": {"code": "INTERNAL_ERROR", "message": "Internal error.",
                                    "details": {"request_id": request_id}}}
@@ -364,7 +364,7 @@ def _refuse_connect(code: str, message: str, **extra) -> SocketConnectionRefused
 
 @socketio.on("connect")
 def on_connect(auth=None):
-    g.request_id = uuid.uuid4().hex
+    g.request_id = str(uuid.uuid4())
     try:
         connection = _authenticate_in_turn(_token_from_handshake(auth))
     except Unauthorized as exc:
