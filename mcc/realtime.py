@@ -257,6 +257,8 @@ def init_app(app) -> None:
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()
+    log.info("live channel: Socket.IO async mode %s%s", config["MCC_SOCKETIO_ASYNC_MODE"],
+             ", psycopg2 cooperative (psycogreen)" if config["MCC_SOCKETIO_ASYNC_MODE"] == "gevent" else "")
     redis_url = config.get("REDIS_URL")
     socketio.init_app(
         app,
