@@ -390,7 +390,7 @@ def on_connect(auth=None):
             socketio.start_background_task(_sweep_connections, current_app._get_current_object(),
                                            current_app.config["MCC_SOCKET_SWEEP_SECONDS"])
     _admission.authenticated(request.sid)
-    log.info("socket %s connected as %s", request.sid, connection.username)
+    log.info("socket %s connected as %s from %s", request.sid, connection.username, request.remote_addr)
 
 
 def _authenticate_in_turn(token: str | None) -> Connection:
