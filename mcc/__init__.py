@@ -34,6 +34,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     app.config.update(load_config(env))
     app.config.update(overrides or {})
     configure_logging(app.config["MCC_LOG_LEVEL"], app.config["MCC_LOG_FORMAT"])
+    _warn_about_open_settings(app)
 
     proxies = app.config["MCC_TRUSTED_PROXIES"]
     if proxies:
@@ -67,6 +68,15 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     app.after_request(log_request)
     app.before_request(lambda: jobs.start_embedded_reaper(app))
     return app
+
+
+def _warn_about_open_settings(app: Flask) -> None:
+    import logging
+
+    if app.config.get("MCC_GITHUB_ALLOWED_REPOS") is None:
+        logging.getLogger("mcc").warning(
+            "MCC_GITHUB_ALLOWED_REPOS is unset: operators may bind projects to any repository MCC's GitHub "
+            "credential reaches. Set it to the owners/repositories MCC may work on.")
 
 
 def _migrations_dir():

@@ -81,6 +81,10 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_GITHUB_RATE_LIMIT_WAIT", "60",
      "longest wait for a GitHub rate limit to reset before failing (jobs; web requests wait 5 s at most)"),
     ("MCC_GITHUB_SYNC_INTERVAL", "3600", "seconds between safety-net full syncs of each project (0: off)"),
+    ("MCC_GITHUB_ALLOWED_REPOS", "unset (any repository; a warning at start)",
+     "comma-separated owners (`acme`) and repositories (`acme/app`) projects may be bound to; others: 422"),
+    ("MCC_PROTECTED_PATHS", "`.github/workflows/,.github/actions/,.github/CODEOWNERS`",
+     "comma-separated repository paths agents may not write or delete (`/` at the end: a folder)"),
     ("RQ_DASHBOARD_USERNAME", "unset", "basic-auth user of the `rqdashboard:` process"),
     ("RQ_DASHBOARD_PASSWORD", "unset", "basic-auth password of the `rqdashboard:` process"),
     ("RQ_DASHBOARD_BIND", "0.0.0.0", "address of the `rqdashboard:` process"),
@@ -93,6 +97,14 @@ def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+DEFAULT_PROTECTED_PATHS = ".github/workflows/,.github/actions/,.github/CODEOWNERS"
+
+
+def _list(value: str | None, default: str) -> list[str]:
+    """A comma-separated setting; unset means ``default`` (an empty value means an empty list)."""
+    return [item.strip() for item in (default if value is None else value).split(",") if item.strip()]
 
 
 def _price_pair(value: str):
@@ -221,6 +233,9 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_GITHUB_BACKOFF_BASE": float(env.get("MCC_GITHUB_BACKOFF_BASE", 1)),
         "MCC_GITHUB_RATE_LIMIT_WAIT": float(env.get("MCC_GITHUB_RATE_LIMIT_WAIT", 60)),
         "MCC_GITHUB_SYNC_INTERVAL": float(env.get("MCC_GITHUB_SYNC_INTERVAL", 3600)),
+        "MCC_GITHUB_ALLOWED_REPOS": (_list(env["MCC_GITHUB_ALLOWED_REPOS"], "")
+                                     if env.get("MCC_GITHUB_ALLOWED_REPOS") is not None else None),
+        "MCC_PROTECTED_PATHS": _list(env.get("MCC_PROTECTED_PATHS"), DEFAULT_PROTECTED_PATHS),
         # Flask-Limiter: one shared bucket per client IP for the whole API.
         "RATELIMIT_APPLICATION": env.get("MCC_RATE_LIMIT", "100 per minute"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
