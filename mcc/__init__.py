@@ -36,10 +36,6 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     configure_logging(app.config["MCC_LOG_LEVEL"], app.config["MCC_LOG_FORMAT"])
     _warn_about_open_settings(app)
 
-    proxies = app.config["MCC_TRUSTED_PROXIES"]
-    if proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
-
     # Order matters: request id first (every later error carries it), then the rate limiter
     # (anonymous floods are counted too), then authentication, then the body check.
     app.before_request(assign_request_id)
@@ -67,6 +63,10 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     app.after_request(echo_request_id)
     app.after_request(log_request)
     app.before_request(lambda: jobs.start_embedded_reaper(app))
+    # Outermost, around Socket.IO's middleware too: sockets are counted per forwarded client address.
+    proxies = app.config["MCC_TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
 
 
