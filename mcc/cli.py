@@ -132,9 +132,25 @@ def status():
 
 @click.command("jobs")
 @click.option("--limit", default=50, show_default=True, help="Rows per state.")
-def jobs(limit):
+@click.option("--scheduled", is_flag=True, help="List the periodic jobs with their schedules instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def jobs(limit, scheduled, as_json):
     """List queued, running and failed agent turns with their conversation and agent."""
+    import json
+
     from sqlalchemy import select
+
+    if scheduled:
+        from mcc.periodic import schedule_report
+
+        rows = schedule_report()
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            click.echo(f"{row['name']}\t{row['schedule']}\tnext {row['next_run'] or 'not scheduled (no worker ran yet)'}"
+                       f"\t{row['function']} on queue {row['queue']}: {row['description']}")
+        return
 
     from mcc.models.agent import Agent
     from mcc.models.conversation import Conversation

@@ -1,5 +1,13 @@
-"""Liveness and readiness probes for load balancers and orchestrators (outside /api/v1)."""
+"""Liveness and readiness probes for load balancers and orchestrators (outside /api/v1).
+
+``/readyz`` answers 200 when this web process can serve: database and Redis reachable. It also
+reports, under their own names and without failing the probe, whether the database schema is at
+the migrations' head and whether at least one RQ worker is alive (``informational``): a web
+process serves without workers, but agents do not answer.
+"""
 from __future__ import annotations
+
+import functools
 
 from flask import Blueprint, jsonify
 from sqlalchemy import text
@@ -13,6 +21,40 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     return jsonify(status="ok")
+
+
+@functools.cache
+def _migration_heads() -> frozenset[str]:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from mcc.config import PROJECT_ROOT
+
+    config = Config()
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    return frozenset(ScriptDirectory.from_config(config).get_heads())
+
+
+def _migrations() -> str:
+    try:
+        current = set(db.session.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    except Exception as exc:
+        db.session.rollback()
+        return f"unknown: {type(exc).__name__}"
+    if current == set(_migration_heads()):
+        return "ok"
+    return (f"not at head: database at {', '.join(sorted(current)) or 'nothing'}, code at "
+            f"{', '.join(sorted(_migration_heads()))} (run `flask --app wsgi db upgrade`)")
+
+
+def _workers(redis) -> str:
+    from rq import Worker
+
+    try:
+        alive = len(Worker.all(connection=redis))
+    except Exception as exc:
+        return f"unknown: {type(exc).__name__}"
+    return "ok" if alive else "no live worker (agents will not answer; start `python -m workers`)"
 
 
 @bp.get("/readyz")
@@ -34,4 +76,8 @@ def readyz():
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" or v.startswith("not configured") for v in checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), (200 if ready else 503)
+    informational = {"migrations": _migrations() if checks["database"] == "ok" else "unknown: database unreachable"}
+    if redis is not None:
+        informational["workers"] = _workers(redis) if checks["redis"] == "ok" else "unknown: redis unreachable"
+    return (jsonify(status="ready" if ready else "not ready", checks=checks, informational=informational),
+            (200 if ready else 503))

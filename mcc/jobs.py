@@ -14,6 +14,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from rq.utils import import_attribute
 
+from mcc.logging_setup import current_request_id, job_context
 from mcc.redis_store import get_redis
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=get_redis(), serializer=JSONSerializer)
 
 
-def _run_embedded(app, func_path: str, args: tuple) -> None:
-    with app.app_context():
+def _run_embedded(app, func_path: str, args: tuple, request_id: str | None) -> None:
+    with app.app_context(), job_context(request_id=request_id):
         try:
             import_attribute(func_path)(*args)
         except Exception:
@@ -65,18 +66,23 @@ def _run_embedded(app, func_path: str, args: tuple) -> None:
 
 def enqueue(func_path: str, *args, queue: str = "default", job_id: str | None = None,
             description: str | None = None, timeout: int = DEFAULT_TIMEOUT, delay: float | None = None):
-    """Run ``func_path(*args)`` on a worker (after ``delay`` seconds when given)."""
+    """Run ``func_path(*args)`` on a worker (after ``delay`` seconds when given).
+
+    The job carries the id of the request that caused it (``meta.request_id``): its log lines show it.
+    """
+    request_id = current_request_id()
     if get_redis() is None:
         app = current_app._get_current_object()
         if delay:
-            timer = threading.Timer(delay, lambda: _embedded_pool.submit(_run_embedded, app, func_path, args))
+            timer = threading.Timer(delay, lambda: _embedded_pool.submit(_run_embedded, app, func_path, args,
+                                                                         request_id))
             timer.daemon = True
             timer.start()
         else:
-            _embedded_pool.submit(_run_embedded, app, func_path, args)
+            _embedded_pool.submit(_run_embedded, app, func_path, args, request_id)
         return None
     options = dict(job_id=job_id, description=description or f"{func_path}{args!r}", job_timeout=timeout,
-                   failure_ttl=7 * 24 * 3600, result_ttl=3600)
+                   failure_ttl=7 * 24 * 3600, result_ttl=3600, meta={"request_id": request_id} if request_id else None)
     if delay:
         return get_queue(queue).enqueue_in(timedelta(seconds=delay), func_path, *args, **options)
     return get_queue(queue).enqueue(func_path, *args, **options)

@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy.engine import make_url
 
 from tests.factories import PASSWORD, make_user
-from tests.live import Process, procfile, start_web
+from tests.live import Process, free_port, procfile, start_web
 
 pytestmark = pytest.mark.live
 
@@ -123,3 +123,30 @@ def test_request_id_appears_in_the_log_lines_of_its_request(test_env, committed_
         assert all(line.startswith("{") for line in lines)
     finally:
         web.stop()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on ``port`` (from /proc/net/tcp, state 0A = LISTEN)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_rq_dashboard_listens_on_loopback_unless_told_otherwise(test_env, tmp_path):
+    port = free_port()
+    env = {**test_env, "RQ_DASHBOARD_USERNAME": "ops", "RQ_DASHBOARD_PASSWORD": "dashboard secret",
+           "RQ_DASHBOARD_PORT": str(port)}
+    dashboard = Process(procfile()["rqdashboard"], env, tmp_path / "rqdashboard.log")
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening_addresses(port) and time.monotonic() < deadline:
+            assert dashboard.proc.poll() is None, dashboard.output()
+            time.sleep(0.2)
+        assert _listening_addresses(port) == {"127.0.0.1"}, dashboard.output()
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 401  # basic auth
+    finally:
+        dashboard.stop()

@@ -2,7 +2,8 @@
 
 The app and every job module are imported here, once, before RQ forks a work horse per job, so
 a job does not pay for imports (see DESIGN.md, "Pitfalls"). The engine is disposed so that no
-pooled database connection crosses a fork. A reaper thread recovers turns whose worker died.
+pooled database connection crosses a fork. A reaper thread recovers turns whose worker died and
+keeps the next run of each periodic job scheduled (``mcc.periodic``).
 
 A fork copies the locks of every thread but only the forking thread: a work horse forked while the
 reaper thread held one of SQLAlchemy's locks (mapper configuration, the statement cache, the pool)
@@ -38,11 +39,17 @@ def _hold_reaper_across_forks() -> None:
 
 
 def _reaper(app, interval: float, stop: threading.Event) -> None:
+    """Recover abandoned turns; keep the next run of every periodic job scheduled."""
+    from mcc.periodic import ensure_scheduled
     from mcc.services.turns import reaper_pass
 
     while True:
         with _reaper_pass, app.app_context():
             reaper_pass()
+            try:
+                ensure_scheduled()
+            except Exception:
+                log.exception("scheduling the periodic jobs failed")
             db.engine.dispose()  # nothing pooled in the parent when the next horse forks
         if stop.wait(interval):
             return

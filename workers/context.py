@@ -21,16 +21,29 @@ def get_app():
     return _app
 
 
+def _rq_job_context():
+    """Log lines of an RQ job carry its id and the request id in its meta."""
+    from rq import get_current_job
+
+    from mcc.logging_setup import job_context
+
+    current = get_current_job()
+    if current is None:
+        return job_context()
+    return job_context(request_id=(current.meta or {}).get("request_id"), job_id=current.id)
+
+
 def job(func):
     """Run the job inside an app context; commit is the job's own business."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from flask import has_app_context
 
-        if has_app_context():  # embedded mode: the web process runs jobs itself
-            return func(*args, **kwargs)
+        if has_app_context():  # embedded mode, or a work horse forked inside the worker's app context
+            with _rq_job_context():
+                return func(*args, **kwargs)
         app = get_app()
-        with app.app_context():
+        with app.app_context(), _rq_job_context():
             if os.getpid() != _app_pid:
                 # A forked work horse: drop the parent's pooled connections without closing them.
                 from mcc.extensions import db

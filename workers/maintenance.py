@@ -22,3 +22,11 @@ def purge_expired_tokens() -> dict:
     db.session.commit()
     log.info("purged %s revocations and %s refresh tokens", revoked, refresh)
     return {"revoked_tokens": revoked, "refresh_tokens": refresh}
+
+
+@job
+def reconcile_cost_rollup() -> int:
+    """The daily cost rollup of today and yesterday agrees with the cost ledger again."""
+    from mcc.services.rollup import reconcile
+
+    return reconcile()

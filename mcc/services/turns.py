@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from mcc.extensions import db
 from mcc.jobs import enqueue
 from mcc.llm.gateway import CancelToken, Gateway, LLMCancelled, LLMError, LLMResult, LLMSettings
+from mcc.logging_setup import job_context
 from mcc.models.agent import Agent
 from mcc.models.conversation import Conversation, Message
 from mcc.models.project import Project
@@ -241,7 +242,8 @@ def _step(conversation_id: uuid.UUID, conversation_lock) -> str:
         if not claimed:
             return "ran"  # someone else took it; look again
         db.session.refresh(turn)
-        with _Heartbeat([conversation_lock, agent_lock], turn.id):
+        with job_context(turn_id=turn.id), _Heartbeat([conversation_lock, agent_lock], turn.id):
+            log.info("turn %s of agent %s started (attempt %s)", turn.id, turn.agent_id, turn.attempts)
             _execute(turn)
     finally:
         agent_lock.release()

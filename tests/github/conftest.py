@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from tests.factories import make_project
 from tests.github.fake_github import FakeGitHub
 
 SECRET = "webhook-secret-for-tests"
-PAYLOADS = Path(os.environ.get("MCC_TEST_WEBHOOK_PAYLOADS")
-                or Path(__file__).resolve().parents[3] / "shared" / "github-webhooks")
+# Real GitHub payloads (octokit/webhooks fixtures, MIT: see LICENSE there), committed with the tests.
+PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "github"
 HELLO = "Codertocat/Hello-World"
 # What the tests change in the (session-wide) app's configuration; restored after each test.
 GITHUB_KEYS = ("MCC_GITHUB_API_URL", "MCC_GITHUB_TOKEN", "MCC_GITHUB_APP_ID", "MCC_GITHUB_APP_PRIVATE_KEY",
@@ -28,8 +27,16 @@ def payload_path(relative: str) -> Path:
     path = PAYLOADS / relative
     if not path.exists():
         # A missing payload is a broken checkout, not a reason to test less.
-        pytest.fail(f"shared payload {relative} not found under {PAYLOADS} (set MCC_TEST_WEBHOOK_PAYLOADS)")
+        pytest.fail(f"webhook payload fixture {relative} not found under {PAYLOADS}")
     return path
+
+
+def all_payloads() -> list[str]:
+    """Every committed payload, relative to PAYLOADS; none at all is a broken checkout, never zero tests."""
+    found = sorted(str(p.relative_to(PAYLOADS)) for p in PAYLOADS.glob("*/*.json"))
+    if not found:
+        raise RuntimeError(f"no webhook payload fixtures under {PAYLOADS}")
+    return found
 
 
 def load_payload(relative: str) -> dict:

@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 from mcc.extensions import db
 from mcc.models.github import Issue, PullRequest, PullRequestReview, WebhookDelivery
 from tests.factories import assert_error, make_project
-from tests.github.conftest import HELLO, PAYLOADS, SECRET, deliver, load_payload, payload_path, process_all
+from tests.github.conftest import (HELLO, PAYLOADS, SECRET, all_payloads, deliver, load_payload, payload_path,
+                                   process_all)
 
-ALL_PAYLOADS = sorted(str(p.relative_to(PAYLOADS)) for p in PAYLOADS.glob("*/*.json")) if PAYLOADS.exists() else []
+ALL_PAYLOADS = all_payloads()
 
 
 def deliveries() -> list[WebhookDelivery]:

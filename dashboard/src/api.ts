@@ -1,0 +1,164 @@
+// The REST client and the session: the access token lives in memory only; the refresh token in
+// sessionStorage (this tab only) so a reload keeps the session. Tokens never go into a URL.
+import { Store } from "./store";
+
+export type Role = "viewer" | "operator" | "admin";
+export interface User { id: string; username: string; role: Role; two_factor_enabled: boolean }
+
+export class ApiError extends Error {
+  constructor(public status: number, public code: string, message: string, public details: any = {}) {
+    super(message);
+  }
+}
+
+interface Tokens { access_token: string; refresh_token: string; expires_in: number }
+
+const REFRESH_KEY = "mcc.refresh";
+const API = "/api/v1";
+
+let access: string | null = null;
+let refreshTimer: number | undefined;
+let refreshing: Promise<boolean> | null = null;
+
+export const session = new Store<{ user: User | null; ready: boolean }>({ user: null, ready: false });
+
+export function accessToken(): string | null { return access; }
+
+export function can(minimum: Role): boolean {
+  const rank = { viewer: 0, operator: 1, admin: 2 };
+  const user = session.get().user;
+  return !!user && rank[user.role] >= rank[minimum];
+}
+
+function adopt(tokens: Tokens) {
+  access = tokens.access_token;
+  sessionStorage.setItem(REFRESH_KEY, tokens.refresh_token);
+  window.clearTimeout(refreshTimer);
+  // Refresh a minute before expiry (or at half-life for short tokens).
+  const lead = Math.min(60, tokens.expires_in / 2);
+  refreshTimer = window.setTimeout(() => { refresh(); }, (tokens.expires_in - lead) * 1000);
+}
+
+function forget() {
+  access = null;
+  window.clearTimeout(refreshTimer);
+  sessionStorage.removeItem(REFRESH_KEY);
+  session.set({ user: null, ready: true });
+}
+
+async function parse(response: Response): Promise<any> {
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let body: any = null;
+  try { body = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+  if (!response.ok) {
+    const error = body && body.error;
+    if (error) throw new ApiError(response.status, error.code, error.message, error.details || {});
+    throw new ApiError(response.status, "HTTP_" + response.status, text.slice(0, 200) || response.statusText);
+  }
+  return body;
+}
+
+async function raw(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (access) (init.headers as any).Authorization = `Bearer ${access}`;
+  if (body !== undefined) {
+    (init.headers as any)["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  return fetch(API + path, init);
+}
+
+/** Exchange the refresh token for new tokens (one at a time); false when the session is over. */
+export function refresh(): Promise<boolean> {
+  if (refreshing) return refreshing;
+  const token = sessionStorage.getItem(REFRESH_KEY);
+  if (!token) return Promise.resolve(false);
+  refreshing = (async () => {
+    try {
+      const response = await fetch(API + "/auth/refresh", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh_token: token }),
+      });
+      if (response.status === 401 || response.status === 422) { forget(); return false; }
+      adopt(await parse(response));
+      return true;
+    } catch {
+      return false;  // network trouble: keep the session, the next call retries
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
+}
+
+// A step-up second factor (403 TWO_FACTOR_REQUIRED) asks the person for a code; the console's
+// dialog registers itself here.
+export let askSecondFactor: ((reason: string) => Promise<string | null>) | null = null;
+export function onSecondFactor(handler: typeof askSecondFactor) { askSecondFactor = handler; }
+
+/** Call the API; a 401 triggers one refresh and retry; a failed refresh ends the session. */
+export async function api<T = any>(method: string, path: string, body?: unknown): Promise<T> {
+  let response = await raw(method, path, body);
+  if (response.status === 401 && sessionStorage.getItem(REFRESH_KEY)) {
+    if (await refresh()) response = await raw(method, path, body);
+    else throw new ApiError(401, "UNAUTHORIZED", "Your session has ended; log in again.");
+  }
+  if (response.status === 403 && askSecondFactor) {
+    const copy = response.clone();
+    const error = await copy.json().catch(() => null);
+    if (error?.error?.code === "TWO_FACTOR_REQUIRED") {
+      const code = await askSecondFactor(error.error.details?.reason || error.error.message);
+      if (code) response = await raw(method, path, body, { "X-MCC-2FA-Code": code });
+    }
+  }
+  return parse(response);
+}
+
+export type LoginResult = { done: true } | { done: false; temp_token: string };
+
+export async function login(username: string, password: string): Promise<LoginResult> {
+  const result = await parse(await fetch(API + "/auth/login", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username, password }),
+  }));
+  if (result.requires_2fa) return { done: false, temp_token: result.temp_token };
+  await start(result);
+  return { done: true };
+}
+
+export async function verifyCode(temp_token: string, code: string): Promise<void> {
+  await start(await parse(await fetch(API + "/auth/2fa/verify", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ temp_token, code }),
+  })));
+}
+
+async function start(tokens: Tokens) {
+  adopt(tokens);
+  const user = await api<User>("GET", "/auth/me");
+  session.set({ user, ready: true });
+}
+
+/** On page load: resume the tab's session from its refresh token, if any. */
+export async function resume(): Promise<void> {
+  if (await refresh()) {
+    try {
+      session.set({ user: await api<User>("GET", "/auth/me"), ready: true });
+      return;
+    } catch { /* fall through */ }
+  }
+  session.set({ user: null, ready: true });
+}
+
+export async function logout(): Promise<void> {
+  const refresh_token = sessionStorage.getItem(REFRESH_KEY);
+  try { await raw("POST", "/auth/logout", { refresh_token }); } catch { /* going anyway */ }
+  forget();
+}
+
+export function errorText(error: unknown): string {
+  if (error instanceof ApiError) {
+    const details = error.details && Object.keys(error.details).length ? " " + JSON.stringify(error.details) : "";
+    return `${error.code}: ${error.message}${details}`;
+  }
+  return String((error as any)?.message || error);
+}

@@ -1,0 +1,86 @@
+// `/`: every project with today's cost and agent counts; every agent's live status and task.
+import { api } from "../api";
+import { useLive } from "../live";
+import { ErrorBox, Link, useLoad, usd } from "../ui";
+
+export interface Agent { id: string; name: string; type: string; status: string; project_id: string;
+                         is_active: boolean; model_config: { model: string; temperature: number; max_tokens: number };
+                         stats: { messages_today: number; cost_today: number }; system_prompt: string | null }
+export interface TaskRef { id: string; title: string }
+
+const OPEN = ["pending", "in_progress", "testing", "review"];
+
+/** Each agent's current task: the open task it holds (live events correct it as they come). */
+export function currentTasks(tasks: any[]): Record<string, TaskRef> {
+  const result: Record<string, TaskRef> = {};
+  for (const task of tasks) {
+    if (task.assigned_to && OPEN.includes(task.status) && !result[task.assigned_to.id]) {
+      result[task.assigned_to.id] = { id: task.id, title: task.title };
+    }
+  }
+  return result;
+}
+
+async function loadOverview() {
+  const projects: any[] = (await api("GET", "/projects?limit=100")).items;
+  const details = await Promise.all(projects.map(async (project: any) => {
+    const [agents, tasks] = await Promise.all([
+      api("GET", `/projects/${project.id}/agents?limit=100`),
+      api("GET", `/projects/${project.id}/tasks?limit=100`),
+    ]);
+    return { project, agents: agents.items as Agent[], current: currentTasks(tasks.items) };
+  }));
+  return details;
+}
+
+export function AgentRow({ agent, task }: { agent: Agent; task?: TaskRef | null }) {
+  return (
+    <tr data-testid={`agent-${agent.id}`}>
+      <td>{agent.name}</td>
+      <td>{agent.type}</td>
+      <td><span class={"status " + agent.status} data-testid={`agent-status-${agent.id}`}>{agent.status}</span></td>
+      <td data-testid={`agent-task-${agent.id}`}>{task ? task.title : "—"}</td>
+      <td class="num">{usd(agent.stats.cost_today)}</td>
+    </tr>
+  );
+}
+
+export function Overview() {
+  const { data, setData, error } = useLoad(loadOverview, []);
+  useLive("agent_status", (event) => {
+    if (!data) return;
+    setData(data.map((entry) => {
+      if (!entry.agents.some((a) => a.id === event.agent_id)) return entry;
+      return { ...entry,
+               agents: entry.agents.map((a) => (a.id === event.agent_id ? { ...a, status: event.status } : a)),
+               current: { ...entry.current, [event.agent_id]: event.current_task } };
+    }));
+  });
+  return (
+    <main>
+      <h1>Projects</h1>
+      <ErrorBox error={error} />
+      {data && data.length === 0 && <p class="muted">No projects yet (create one with POST /api/v1/projects).</p>}
+      {data?.map(({ project, agents, current }) => {
+        const working = agents.filter((a) => a.status === "working").length;
+        return (
+          <section class="card" data-testid={`project-${project.id}`} key={project.id}>
+            <h2><Link href={`/projects/${project.id}`}>{project.name}</Link> <span class="muted">{project.github_repo}</span></h2>
+            <p class="stats">
+              <span>today {usd(project.stats.today_cost)}</span>
+              <span>{agents.length} agents, {working} working</span>
+              <span>{project.stats.open_issues} open issues</span>
+              <span>{project.stats.active_conversations} active conversations</span>
+            </p>
+            {agents.length > 0 && (
+              <table>
+                <thead><tr><th>agent</th><th>type</th><th>status</th><th>current task</th><th class="num">today</th></tr></thead>
+                <tbody>{agents.map((agent) => <AgentRow key={agent.id} agent={agent} task={current[agent.id]} />)}</tbody>
+              </table>
+            )}
+          </section>
+        );
+      })}
+    </main>
+  );
+}

@@ -1,0 +1,104 @@
+"""Logging in (with 2FA), the top bar on every page: system state, pause/resume all, live state."""
+from __future__ import annotations
+
+import time
+
+from tests.browser.conftest import enable_2fa, expect, login, screenshot
+
+
+def test_login_with_two_factor_code_then_reload_keeps_the_session(web):
+    totp = enable_2fa(web, "operator")
+    page = web.page()
+    page.goto("/budget")
+    expect(page).to_have_url(f"{web.base}/login")
+    page.get_by_test_id("login-username").fill("operator")
+    page.get_by_test_id("login-password").fill("correct horse battery")
+    page.get_by_test_id("login-submit").click()
+    page.get_by_test_id("login-totp").fill("000000" if totp.now() != "000000" else "111111")
+    page.get_by_test_id("login-submit").click()
+    expect(page.get_by_test_id("login-error")).to_contain_text("UNAUTHORIZED")
+    page.get_by_test_id("login-totp").fill(totp.now())
+    page.get_by_test_id("login-submit").click()
+    # Back where the person was heading, logged in.
+    expect(page).to_have_url(f"{web.base}/budget")
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    expect(page.get_by_test_id("live-status")).to_have_text("connected")
+    # A reload on a console path serves the app, and the tab's session goes on.
+    page.reload()
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    expect(page.get_by_test_id("system-state")).to_have_text("running")
+    assert page.errors == []
+
+
+def test_wrong_password_shows_the_api_error(web):
+    page = web.page()
+    page.goto("/")
+    login_page = page.get_by_test_id("login-username")
+    login_page.fill("operator")
+    page.get_by_test_id("login-password").fill("wrong")
+    page.get_by_test_id("login-submit").click()
+    expect(page.get_by_test_id("login-error")).to_contain_text("UNAUTHORIZED")
+    screenshot(page, "login")
+
+
+def test_logout_revokes_the_session(web):
+    page = web.logged_in("operator")
+    page.get_by_test_id("logout").click()
+    expect(page.get_by_test_id("login-username")).to_be_visible()
+    page.goto("/notifications")  # no session left in the tab
+    expect(page.get_by_test_id("login-username")).to_be_visible()
+
+
+def test_pause_all_reaches_every_open_page_within_a_second_and_admin_resumes(web):
+    operator = web.logged_in("operator")
+    admin = web.logged_in("admin", "/budget")
+    viewer = web.logged_in("viewer", "/notifications")
+    # An operator may pause but not resume.
+    operator.get_by_test_id("pause-all").click()
+    expect(operator.get_by_test_id("confirm-ok")).to_be_disabled()  # a reason is required
+    operator.get_by_test_id("pause-reason").fill("runaway spend <b>now</b>")
+    started = time.monotonic()
+    operator.get_by_test_id("confirm-ok").click()
+    for page in (operator, admin, viewer):
+        expect(page.get_by_test_id("system-state")).to_have_text("paused", timeout=1000)
+    assert time.monotonic() - started < 2.0
+    expect(admin.get_by_test_id("system-state-detail")).to_contain_text("runaway spend <b>now</b>")
+    expect(admin.get_by_test_id("system-state-detail")).to_contain_text("operator")
+    assert web.api("GET", "/emergency/status").json()["status"] == "paused"
+    expect(operator.get_by_test_id("resume-all")).to_have_count(0)
+    expect(viewer.get_by_test_id("resume-all")).to_have_count(0)
+    screenshot(admin, "paused")
+
+    admin.get_by_test_id("resume-all").click()
+    admin.get_by_test_id("confirm-ok").click()
+    for page in (operator, admin, viewer):
+        expect(page.get_by_test_id("system-state")).to_have_text("running", timeout=1000)
+    assert web.api("GET", "/emergency/status").json()["status"] == "running"
+    for page in (operator, admin, viewer):
+        assert page.errors == []
+
+
+def test_cancelled_pause_changes_nothing(web):
+    page = web.logged_in("operator")
+    page.get_by_test_id("pause-all").click()
+    page.get_by_test_id("pause-reason").fill("not really")
+    page.get_by_test_id("confirm-cancel").click()
+    expect(page.get_by_test_id("system-state")).to_have_text("running")
+    assert web.api("GET", "/emergency/status").json()["status"] == "running"
+
+
+def test_viewer_sees_no_pause_control(web):
+    page = web.logged_in("viewer")
+    expect(page.get_by_test_id("system-state")).to_have_text("running")
+    expect(page.get_by_test_id("pause-all")).to_have_count(0)
+
+
+def test_notification_count_is_live(web):
+    page = web.logged_in("viewer")
+    expect(page.get_by_test_id("notifications-count")).to_have_text("0")
+    admin = web.login("admin")
+    assert web.api("POST", "/emergency/pause-all", token=admin, json={"reason": "drill"}).status_code == 200
+    expect(page.get_by_test_id("system-state")).to_have_text("paused", timeout=1000)
+    unread = web.api("GET", "/notifications?is_read=false", token=web.login("viewer")).json()["unread"]
+    assert unread >= 1
+    expect(page.get_by_test_id("notifications-count")).to_have_text(str(unread))
