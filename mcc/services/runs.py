@@ -12,6 +12,7 @@ from mcc.models.agent import Agent
 from mcc.models.conversation import Conversation
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.services import coordination, outbox
+from mcc.services.lookup import paginate
 from mcc.services.turns import cancel_waiting_turns, kick
 
 RETRYABLE = ("failed", "cancelled")
@@ -44,9 +45,7 @@ def list_turns(page: int, limit: int, status: str | None = None, project_id: uui
         query = query.where(Turn.agent_id == agent_id)
     if conversation_id:
         query = query.where(Turn.conversation_id == conversation_id)
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.session.execute(query.order_by(Turn.created_at.desc(), Turn.id.desc())
-                              .offset((page - 1) * limit).limit(limit)).all()
+    rows, total = paginate(query, page, limit, Turn.created_at.desc(), Turn.id.desc(), scalars=False)
     costs = _cost_by_turn([turn.id for turn, _ in rows])
     return [_item(turn, project, costs.get(turn.id)) for turn, project in rows], total
 
