@@ -336,3 +336,12 @@ def release_llm_call(call_id: str) -> None:
             _local_state["inflight"].pop(call_id, None)
     else:
         redis.zrem(INFLIGHT_KEY, call_id)
+
+
+def calls_in_flight() -> int:
+    """LLM calls registered through the gate and not yet released (as pause-all counts them)."""
+    redis = get_redis()
+    if redis is None:
+        with _local_guard:
+            return len(_local_state["inflight"])
+    return redis.zcount(INFLIGHT_KEY, int((time.time() - 3600) * 1000), "+inf")
