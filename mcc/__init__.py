@@ -34,10 +34,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     app.config.update(load_config(env))
     app.config.update(overrides or {})
     configure_logging(app.config["MCC_LOG_LEVEL"], app.config["MCC_LOG_FORMAT"])
-
-    proxies = app.config["MCC_TRUSTED_PROXIES"]
-    if proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+    _warn_about_open_settings(app)
 
     # Order matters: request id first (every later error carries it), then the rate limiter
     # (anonymous floods are counted too), then authentication, then the body check.
@@ -68,7 +65,20 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     app.after_request(log_request)
     app.after_request(metrics.observe_request)
     app.before_request(lambda: jobs.start_embedded_reaper(app))
+    # Outermost, around Socket.IO's middleware too: sockets are counted per forwarded client address.
+    proxies = app.config["MCC_TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
+
+
+def _warn_about_open_settings(app: Flask) -> None:
+    import logging
+
+    if app.config.get("MCC_GITHUB_ALLOWED_REPOS") is None:
+        logging.getLogger("mcc").warning(
+            "MCC_GITHUB_ALLOWED_REPOS is unset: operators may bind projects to any repository MCC's GitHub "
+            "credential reaches. Set it to the owners/repositories MCC may work on.")
 
 
 def _migrations_dir():

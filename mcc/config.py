@@ -29,6 +29,12 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_INSTANCE_PATH", "`instance/` in the checkout", "where the SQLite file and the development secret live"),
     ("MCC_DB_POOL_SIZE", "10", "pooled database connections per process (plus MCC_DB_MAX_OVERFLOW)"),
     ("MCC_DB_MAX_OVERFLOW", "20", "extra connections a busy process may open"),
+    ("MCC_DB_POOL_TIMEOUT", "3", "seconds a request or socket connect waits for a pooled database connection (then 503)"),
+    ("MCC_DB_CONNECT_TIMEOUT", "3", "seconds to open a database connection (then 503)"),
+    ("MCC_REDIS_MAX_CONNECTIONS", "200",
+     "Redis connections per process (MCC, RQ and the rate limiter share one blocking pool; Socket.IO's queue has its own)"),
+    ("MCC_REDIS_POOL_TIMEOUT", "2", "seconds a request or socket connect waits for a free Redis connection (then 503)"),
+    ("MCC_REDIS_TIMEOUT", "2", "seconds to connect to Redis and for one Redis command (then 503)"),
     ("MCC_LOGIN_LOCKOUT", "5 per 15 minutes",
      "failed logins of one username from one IP before that pair is locked out"),
     ("MCC_LOGIN_IP_LOCKOUT", "50 per 15 minutes", "failed logins from one IP before the IP is locked out"),
@@ -45,7 +51,14 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_SOCKET_RATE_LIMIT", "100 per minute", "client events per Socket.IO connection"),
     ("MCC_SOCKET_SWEEP_SECONDS", "15", "how often live sockets are checked for expired or revoked tokens"),
     ("MCC_TIMEZONE", "UTC", "timezone of calendar days, weeks and months (stats, budgets)"),
-    ("MCC_SOCKETIO_ASYNC_MODE", "threading", "Flask-SocketIO async mode"),
+    ("MCC_SOCKETIO_ASYNC_MODE", "`gevent` under gunicorn's gevent worker, else `threading`",
+     "`gevent` (the Procfile's; psycopg2 is made cooperative) or `threading`; anything else refuses to start"),
+    ("MCC_SOCKET_CONCURRENCY", "32", "socket connects authenticated at once per process; the others queue"),
+    ("MCC_SOCKET_QUEUE_SECONDS", "2",
+     "longest wait of a queued socket connect; then `connect_error` SERVICE_UNAVAILABLE (retry later)"),
+    ("MCC_SOCKET_AUTH_SECONDS", "5", "a socket that has not completed an authenticated connect by then is closed"),
+    ("MCC_SOCKET_MAX_PER_IP", "50",
+     "open sockets per client IP (the forwarded one behind MCC_TRUSTED_PROXIES); more are refused"),
     ("MCC_CORS_ORIGINS", "unset (same origin only)", "comma-separated origins allowed to open Socket.IO"),
     ("MCC_LLM_BASE_URL", "https://openrouter.ai/api/v1", "OpenAI-compatible Chat Completions base URL"),
     ("MCC_LLM_API_KEY", "unset (simulated agents)", "gateway API key; unset: a labelled simulated provider answers"),
@@ -81,6 +94,10 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_GITHUB_RATE_LIMIT_WAIT", "60",
      "longest wait for a GitHub rate limit to reset before failing (jobs; web requests wait 5 s at most)"),
     ("MCC_GITHUB_SYNC_INTERVAL", "3600", "seconds between safety-net full syncs of each project (0: off)"),
+    ("MCC_GITHUB_ALLOWED_REPOS", "unset (any repository; a warning at start)",
+     "comma-separated owners (`acme`) and repositories (`acme/app`) projects may be bound to; others: 422"),
+    ("MCC_PROTECTED_PATHS", "`.github/workflows/,.github/actions/,.github/CODEOWNERS`",
+     "comma-separated repository paths agents may not write or delete (`/` at the end: a folder)"),
     ("MCC_TOKEN_PURGE_INTERVAL", "86400", "seconds between purges of expired refresh tokens and revocations (0: off)"),
     ("MCC_ROLLUP_RECONCILE_INTERVAL", "3600",
      "seconds between checks that the daily cost rollup of today and yesterday matches the ledger (0: off)"),
@@ -98,6 +115,14 @@ def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+DEFAULT_PROTECTED_PATHS = ".github/workflows/,.github/actions/,.github/CODEOWNERS"
+
+
+def _list(value: str | None, default: str) -> list[str]:
+    """A comma-separated setting; unset means ``default`` (an empty value means an empty list)."""
+    return [item.strip() for item in (default if value is None else value).split(",") if item.strip()]
 
 
 def _price_pair(value: str):
@@ -118,6 +143,38 @@ def _channel_for(redis_url: str | None) -> str:
 
 class ConfigError(RuntimeError):
     """The environment does not describe a runnable service."""
+
+
+ASYNC_MODES = ("gevent", "threading")
+
+
+def _gevent_patched() -> bool:
+    import sys
+
+    if "gevent" not in sys.modules:
+        return False
+    from gevent.monkey import is_module_patched
+
+    return is_module_patched("socket")
+
+
+def _async_mode(value: str | None) -> str:
+    """The Socket.IO async mode follows the process: `gevent` under gunicorn's gevent worker (which
+    patches the process before loading the app), else `threading`. An explicit value must name that
+    same mode in a serving process; workers and `flask` commands only publish, so any valid value
+    does for them."""
+    if value and value not in ASYNC_MODES:
+        raise ConfigError(f"MCC_SOCKETIO_ASYNC_MODE={value!r} is not supported: use one of {', '.join(ASYNC_MODES)}, "
+                          "or leave it unset (it follows the gunicorn worker class).")
+    patched = _gevent_patched()
+    mode = "gevent" if patched else "threading"
+    serving = os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn")
+    if value and value != mode and (patched or serving):
+        worker_class = "gevent" if value == "gevent" else "gthread"
+        raise ConfigError(f"MCC_SOCKETIO_ASYNC_MODE={value} needs gunicorn --worker-class {worker_class}, but this "
+                          f"process runs {'gevent' if patched else 'without gevent'}: unset the variable "
+                          "(the mode follows the worker class) or change the worker class.")
+    return mode
 
 
 def normalise_database_url(url: str) -> str:
@@ -172,18 +229,26 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_ENV": "production" if production else "development",
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
-        # Web threads share this pool; a request waits at most 10 s for a connection
+        # Web threads share this pool; a request waits at most MCC_DB_POOL_TIMEOUT for a connection
         # (then 503, not a hang).
         "SQLALCHEMY_ENGINE_OPTIONS": ({"pool_pre_ping": True} if database_url.startswith("sqlite") else
                                       {"pool_pre_ping": True, "pool_size": int(env.get("MCC_DB_POOL_SIZE", 10)),
                                        "max_overflow": int(env.get("MCC_DB_MAX_OVERFLOW", 20)),
-                                       "pool_timeout": 10}),
+                                       "pool_timeout": float(env.get("MCC_DB_POOL_TIMEOUT", 3)),
+                                       "connect_args": {"connect_timeout": int(env.get("MCC_DB_CONNECT_TIMEOUT", 3))}}),
+        "MCC_REDIS_MAX_CONNECTIONS": int(env.get("MCC_REDIS_MAX_CONNECTIONS", 200)),
+        "MCC_REDIS_POOL_TIMEOUT": float(env.get("MCC_REDIS_POOL_TIMEOUT", 2)),
+        "MCC_REDIS_TIMEOUT": float(env.get("MCC_REDIS_TIMEOUT", 2)),
         "REDIS_URL": redis_url,
         "MAX_CONTENT_LENGTH": int(env.get("MCC_MAX_BODY_BYTES", 1024 * 1024)),
         "MCC_TRUSTED_PROXIES": int(env.get("MCC_TRUSTED_PROXIES", 0)),
         "MCC_LOG_LEVEL": env.get("MCC_LOG_LEVEL", "INFO").upper(),
         "MCC_LOG_FORMAT": log_format,
-        "MCC_SOCKETIO_ASYNC_MODE": env.get("MCC_SOCKETIO_ASYNC_MODE", "threading"),
+        "MCC_SOCKETIO_ASYNC_MODE": _async_mode(env.get("MCC_SOCKETIO_ASYNC_MODE")),
+        "MCC_SOCKET_CONCURRENCY": int(env.get("MCC_SOCKET_CONCURRENCY", 32)),
+        "MCC_SOCKET_QUEUE_SECONDS": float(env.get("MCC_SOCKET_QUEUE_SECONDS", 2)),
+        "MCC_SOCKET_AUTH_SECONDS": float(env.get("MCC_SOCKET_AUTH_SECONDS", 5)),
+        "MCC_SOCKET_MAX_PER_IP": int(env.get("MCC_SOCKET_MAX_PER_IP", 50)),
         "MCC_SOCKETIO_CHANNEL": env.get("MCC_SOCKETIO_CHANNEL") or _channel_for(redis_url),
         "MCC_SOCKET_RATE_LIMIT": env.get("MCC_SOCKET_RATE_LIMIT", "100 per minute"),
         "MCC_TIMEZONE": env.get("MCC_TIMEZONE", "UTC"),
@@ -226,6 +291,9 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_GITHUB_BACKOFF_BASE": float(env.get("MCC_GITHUB_BACKOFF_BASE", 1)),
         "MCC_GITHUB_RATE_LIMIT_WAIT": float(env.get("MCC_GITHUB_RATE_LIMIT_WAIT", 60)),
         "MCC_GITHUB_SYNC_INTERVAL": float(env.get("MCC_GITHUB_SYNC_INTERVAL", 3600)),
+        "MCC_GITHUB_ALLOWED_REPOS": (_list(env["MCC_GITHUB_ALLOWED_REPOS"], "")
+                                     if env.get("MCC_GITHUB_ALLOWED_REPOS") is not None else None),
+        "MCC_PROTECTED_PATHS": _list(env.get("MCC_PROTECTED_PATHS"), DEFAULT_PROTECTED_PATHS),
         "MCC_TOKEN_PURGE_INTERVAL": float(env.get("MCC_TOKEN_PURGE_INTERVAL", 86400)),
         "MCC_ROLLUP_RECONCILE_INTERVAL": float(env.get("MCC_ROLLUP_RECONCILE_INTERVAL", 3600)),
         "MCC_METRICS_TOKEN": env.get("MCC_METRICS_TOKEN") or None,

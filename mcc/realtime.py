@@ -15,20 +15,30 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import marshmallow as ma
+import socketio as socketio_lib
 from flask import current_app, g, request
 from flask_jwt_extended import decode_token
 from flask_socketio import emit, join_room, leave_room
 from jwt.exceptions import ExpiredSignatureError, PyJWTError
 from limits import parse
+from redis import Redis
+from redis.exceptions import RedisError
 from socketio.exceptions import ConnectionRefusedError as SocketConnectionRefused
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout  # the pool had no connection in time
 
-from mcc.errors import ApiError, Forbidden, TooManyAttempts, Unauthorized, ValidationFailed
+from mcc.errors import ApiError, Forbidden, ServiceUnavailable, TooManyAttempts, Unauthorized, ValidationFailed
 from mcc.extensions import db, limiter, socketio
 from mcc.models.auth import User
+from mcc.redis_store import blocking_pool
 from mcc.services import tokens
 from mcc.services.auth import TOTP_PURPOSE, token_is_current
 
 log = logging.getLogger(__name__)
+
+# Redis or the database unavailable, slow, or their pool exhausted past its timeout.
+BACKING_SERVICE_ERRORS = (RedisError, OperationalError, PoolTimeout)
+UNAVAILABLE_MESSAGE = "A backing service is unavailable or saturated; retry shortly."
 
 
 def conversation_room(conversation_id) -> str:
@@ -146,7 +156,7 @@ def client_event(name: str, *aliases: str, sends: bool = False):
     def decorator(handler):
         @functools.wraps(handler)
         def wrapper(data=None):
-            g.request_id = str(uuid.uuid4())  # one id per event: its jobs and log lines carry it
+            g.request_id = str(uuid.uuid4())  # one id per event: its jobs, its log lines, an INTERNAL_ERROR ack
             try:
                 connection = _current_connection()
                 _check_rate(request.sid)
@@ -158,16 +168,27 @@ def client_event(name: str, *aliases: str, sends: bool = False):
             except ma.ValidationError as exc:
                 return _refuse(ValidationFailed("The event payload is not valid.", exc.normalized_messages()))
             except ApiError as exc:
-                db.session.rollback()
+                _rollback()
                 return _refuse(exc)
+            except BACKING_SERVICE_ERRORS as exc:
+                _rollback()
+                log.warning("socket event %s: backing service unavailable: %r", name, exc)
+                return _refuse(ServiceUnavailable(UNAVAILABLE_MESSAGE, {"request_id": g.request_id}))
             except Exception:
-                db.session.rollback()
+                _rollback()
                 log.exception("socket event %s failed", name)
-                return _refuse(ApiError("Internal error.", {}), code="INTERNAL_ERROR")
+                return _refuse(ApiError("Internal error.", {"request_id": g.request_id}), code="INTERNAL_ERROR")
         for event_name in (name, *aliases):
             socketio.on_event(event_name, wrapper)
         return wrapper
     return decorator
+
+
+def _rollback() -> None:
+    try:
+        db.session.rollback()
+    except Exception:  # the database is what failed: the session is discarded at teardown anyway
+        log.debug("rollback failed", exc_info=True)
 
 
 def _refuse(exc: ApiError, code: str | None = None) -> dict:
@@ -213,27 +234,153 @@ def _sweep_connections(app, interval: float) -> None:
 _sweeper_started = False
 
 
+class PooledRedisManager(socketio_lib.RedisManager):
+    """Socket.IO's Redis queue on a blocking pool sized from the configuration (the stock manager's
+    pool fails at once when full). No command timeout: its subscriber blocks on the channel."""
+
+    def __init__(self, url: str, channel: str, config):
+        super().__init__(url, channel=channel)
+        self._config = config
+
+    def _redis_connect(self):
+        if self.redis is not None:
+            self.redis.connection_pool.disconnect()
+        self.redis = Redis(connection_pool=blocking_pool(self.redis_url, self._config, socket_timeout=None))
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+
+
 def init_app(app) -> None:
+    config = app.config
+    if config["MCC_SOCKETIO_ASYNC_MODE"] == "gevent":
+        # psycopg2 waits for PostgreSQL inside C code: unpatched, one slow query freezes every
+        # greenlet of the process. Patched here, with the mode, so the two cannot be separated.
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
+    redis_url = config.get("REDIS_URL")
     socketio.init_app(
         app,
-        message_queue=app.config.get("REDIS_URL"),
         # Pub/sub channels ignore the Redis database number: one channel per deployment.
-        channel=app.config["MCC_SOCKETIO_CHANNEL"],
-        async_mode=app.config["MCC_SOCKETIO_ASYNC_MODE"],
-        cors_allowed_origins=app.config["MCC_CORS_ORIGINS"],  # None: same origin only
-        max_http_buffer_size=app.config["MAX_CONTENT_LENGTH"],
+        client_manager=PooledRedisManager(redis_url, config["MCC_SOCKETIO_CHANNEL"], config) if redis_url else None,
+        async_mode=config["MCC_SOCKETIO_ASYNC_MODE"],
+        cors_allowed_origins=config["MCC_CORS_ORIGINS"],  # None: same origin only
+        max_http_buffer_size=config["MAX_CONTENT_LENGTH"],
         logger=False,
         engineio_logger=False,
     )
+    _admission.configure(config)
+    socketio.server.eio.on("connect", _admission.on_engineio_connect)
+    socketio.server.eio.on("disconnect", _admission.on_engineio_disconnect)
+
+
+class _Admission:
+    """Engine.IO sessions before Socket.IO: at most MCC_SOCKET_MAX_PER_IP per client address, and a
+    session that has not completed an authenticated connect within MCC_SOCKET_AUTH_SECONDS is
+    closed, so anonymous sockets cannot pile up. Socket connects are authenticated
+    MCC_SOCKET_CONCURRENCY at a time; the others wait up to MCC_SOCKET_QUEUE_SECONDS."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.per_ip: dict[str, int] = {}
+        self.address: dict[str, str] = {}
+        self.pending: dict[str, float] = {}  # eio sid -> deadline to authenticate
+        self.reaper_started = False
+        self.max_per_ip = 50
+        self.auth_seconds = 5.0
+        self.queue_seconds = 2.0
+        self.slots = threading.BoundedSemaphore(32)
+
+    def configure(self, config) -> None:
+        self.max_per_ip = config["MCC_SOCKET_MAX_PER_IP"]
+        self.auth_seconds = config["MCC_SOCKET_AUTH_SECONDS"]
+        self.queue_seconds = config["MCC_SOCKET_QUEUE_SECONDS"]
+        self.slots = threading.BoundedSemaphore(config["MCC_SOCKET_CONCURRENCY"])
+
+    def on_engineio_connect(self, eio_sid, environ):
+        address = environ.get("REMOTE_ADDR") or "-"  # ProxyFix has set it when proxies are trusted
+        with self.lock:
+            if self.per_ip.get(address, 0) >= self.max_per_ip:
+                log.warning("socket refused: %s already holds %d sockets", address, self.max_per_ip)
+                return {"code": "TOO_MANY_CONNECTIONS",
+                        "message": f"At most {self.max_per_ip} sockets per client address."}
+            self.per_ip[address] = self.per_ip.get(address, 0) + 1
+            self.address[eio_sid] = address
+            self.pending[eio_sid] = time.monotonic() + self.auth_seconds
+            start_reaper = not self.reaper_started
+            self.reaper_started = True
+        if start_reaper:
+            socketio.start_background_task(self._close_unauthenticated)
+        return socketio.server._handle_eio_connect(eio_sid, environ)
+
+    def on_engineio_disconnect(self, eio_sid, reason):
+        with self.lock:
+            self.pending.pop(eio_sid, None)
+            address = self.address.pop(eio_sid, None)
+            if address is not None:
+                left = self.per_ip.get(address, 1) - 1
+                if left > 0:
+                    self.per_ip[address] = left
+                else:
+                    self.per_ip.pop(address, None)
+        return socketio.server._handle_eio_disconnect(eio_sid, reason)
+
+    def authenticated(self, sid: str) -> None:
+        eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
+        with self.lock:
+            self.pending.pop(eio_sid, None)
+
+    def _close_unauthenticated(self):
+        while True:
+            socketio.sleep(min(1.0, self.auth_seconds / 2))
+            now = time.monotonic()
+            with self.lock:
+                late = [eio_sid for eio_sid, deadline in self.pending.items() if deadline <= now]
+                for eio_sid in late:
+                    del self.pending[eio_sid]
+            for eio_sid in late:
+                try:
+                    socketio.server.eio.disconnect(eio_sid)
+                except Exception:  # already gone
+                    log.debug("closing unauthenticated socket %s failed", eio_sid, exc_info=True)
+            if late:
+                log.info("closed %d sockets that did not authenticate within %.0f s", len(late), self.auth_seconds)
+
+
+_admission = _Admission()
+
+
+@socketio.on_error_default
+def _unhandled(exc):
+    """Last resort for a handler outside ``client_event``: log once, answer the ack."""
+    request_id = str(uuid.uuid4())
+    log.error("socket handler failed (request %s)", request_id, exc_info=exc)
+    return {"ok": False, "error": {"code": "INTERNAL_ERROR", "message": "Internal error.",
+                                   "details": {"request_id": request_id}}}
+
+
+def _refuse_connect(code: str, message: str, **extra) -> SocketConnectionRefused:
+    return SocketConnectionRefused(message, {"code": code, "message": message, **extra})
 
 
 @socketio.on("connect")
 def on_connect(auth=None):
+    g.request_id = str(uuid.uuid4())
     try:
-        connection = _authenticate(_token_from_handshake(auth))
+        connection = _authenticate_in_turn(_token_from_handshake(auth))
     except Unauthorized as exc:
         log.info("socket connection refused: %s", exc.message)
         raise SocketConnectionRefused(exc.message, {"code": "UNAUTHORIZED"})
+    except ServiceUnavailable as exc:
+        raise _refuse_connect("SERVICE_UNAVAILABLE", exc.message, retry_after=1)
+    except BACKING_SERVICE_ERRORS as exc:
+        _rollback()
+        log.warning("socket connection refused: backing service unavailable: %r", exc)
+        raise _refuse_connect("SERVICE_UNAVAILABLE", UNAVAILABLE_MESSAGE, retry_after=1)
+    except Exception:
+        _rollback()
+        log.exception("socket connect failed")
+        raise _refuse_connect("INTERNAL_ERROR", "Internal error.", request_id=g.request_id)
     global _sweeper_started
     with _connections_lock:
         _connections[request.sid] = connection
@@ -242,7 +389,20 @@ def on_connect(auth=None):
             _sweeper_started = True
             socketio.start_background_task(_sweep_connections, current_app._get_current_object(),
                                            current_app.config["MCC_SOCKET_SWEEP_SECONDS"])
+    _admission.authenticated(request.sid)
     log.info("socket %s connected as %s", request.sid, connection.username)
+
+
+def _authenticate_in_turn(token: str | None) -> Connection:
+    """Authenticate with one of the MCC_SOCKET_CONCURRENCY slots; a storm queues for a bounded time."""
+    if not _admission.slots.acquire(timeout=_admission.queue_seconds):
+        log.warning("socket connection refused: no authentication slot within %.1f s", _admission.queue_seconds)
+        raise ServiceUnavailable("Too many sockets connecting at once; retry shortly.")
+    try:
+        return _authenticate(token)
+    finally:
+        _admission.slots.release()
+        db.session.remove()  # give the connection back now, not when the socket closes
 
 
 @socketio.on("disconnect")
