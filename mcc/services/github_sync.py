@@ -30,6 +30,7 @@ from mcc.models.github import GitHubSyncState, PullRequest, WebhookDelivery
 from mcc.models.project import Project
 from mcc.models.types import utcnow
 from mcc.redis_store import get_redis
+from mcc.services import audit
 from mcc.services.lookup import get_scoped
 from mcc.services.notifications import notify
 
@@ -217,6 +218,7 @@ def settings_of(project_id: uuid.UUID) -> dict:
 
 def update_settings(project_id: uuid.UUID, data: dict) -> Project:
     project = get_scoped(Project, project_id, label="Project")
+    audit.record_update("project", project, data)
     for key, value in data.items():
         setattr(project, key, value)
     db.session.flush()
