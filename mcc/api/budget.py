@@ -8,9 +8,11 @@ from mcc.errors import ValidationFailed
 from mcc.extensions import db
 from mcc.schemas.budget import (MAX_TIMELINE_DAYS, BudgetLimitCreateSchema, BudgetLimitPageSchema,
                                 BudgetLimitSchema, BudgetLimitUpdateSchema, BudgetSummarySchema, SpendPageSchema,
-                                SpendQuerySchema, TimelineQuerySchema, TimelineSchema)
+                                SpendQuerySchema, TaskSpendPageSchema, TaskSpendQuerySchema, TimelineQuerySchema,
+                                TimelineSchema)
 from mcc.schemas.common import PageQuerySchema, page_of
-from mcc.security import requires_role
+from mcc.schemas.common import ErrorSchema
+from mcc.security import STEP_UP_PARAMETER, check_step_up, requires_role, requires_step_up
 from mcc.services import budget as service
 from mcc.services import reports
 
@@ -33,7 +35,9 @@ class Limits(MethodView):
     def post(self, body):
         """Create a budget limit (admin)
 
-        `scope_id` is required for project/agent scopes and must exist; null for global.
+        `scope_id` is required for project, agent, task and issue scopes and must exist (an issue
+        is MCC's id of the GitHub issue, covering all its tasks); null for global. A task's or
+        issue's block limit, once reached, fails the task(s) with a notification.
         Periods are calendar periods in MCC_TIMEZONE (weeks start on Monday). `block` refuses
         any LLM call whose worst case would pass the limit, before it is made.
         """
@@ -113,6 +117,17 @@ class ByAgent(MethodView):
     def get(self, args):
         """Spend, tokens, calls and messages per agent (default: this month)"""
         return _spend("agent", args)
+
+
+@blp.route("/by-task")
+class ByTask(MethodView):
+    @blp.arguments(TaskSpendQuerySchema, location="query")
+    @blp.response(200, TaskSpendPageSchema)
+    def get(self, args):
+        """Spend, tokens and LLM calls per task, most spent first (default: this month)"""
+        start, end = _date_range(args)
+        items, total = reports.spend_by_task(start, end, args["page"], args["limit"], args.get("project_id"))
+        return {**page_of(items, total, args["page"], args["limit"]), "start_date": start, "end_date": end}
 
 
 @blp.route("/timeline")

@@ -15,15 +15,17 @@ from mcc.schemas.conversations import ConversationSchema
 from mcc.schemas.tasks import (TaskAssignSchema, TaskCompleteSchema, TaskCreateSchema, TaskDetailSchema,
                                TaskPageSchema, TaskQueryArgsSchema, TaskSchema)
 from mcc.security import requires_role
-from mcc.services import outbox, pipeline, tasks as service
+from mcc.services import outbox, pipeline, reports, tasks as service
 
 URL_PREFIX = "/projects/<uuid:project_id>"
 blp = Blueprint("tasks", __name__, description="Tasks and the issue -> plan -> code -> test -> review pipeline")
 
 
 def present(items: list, history: bool = False) -> list:
-    """Attach what the task shape shows: its agent, issue, pull request (and history)."""
+    """Attach what the task shape shows: its agent, issue, pull request, spend (and history)."""
+    spent = reports.spent_on_tasks([task.id for task in items])
     for task in items:
+        task.spent = spent.get(task.id, 0.0)
         task.assigned_to = db.session.get(Agent, task.assigned_agent_id) if task.assigned_agent_id else None
         task.issue = db.session.get(Issue, task.issue_id) if task.issue_id else None
         task.pr = db.session.scalars(select(PullRequest).where(PullRequest.task_id == task.id)

@@ -342,13 +342,14 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
             _cancelled(turn, conversation, agent, stop_reason, None, transcript)
             return
         reservation, checks = budget.plan_reservation(conversation.project_id, agent.id, agent.model, transcript,
-                                                      agent.max_tokens)
+                                                      agent.max_tokens, turn.task_id)
         try:
             call_id = coordination.acquire_llm_call(
                 emergency.state_from_database, [(key, limit, amount) for key, limit, amount, _, _ in checks],
                 lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
         except coordination.BudgetRefused as refused:
             limit = checks[refused.index][3]
+            budget.fail_tasks(limit, f"budget limit {limit.name!r} ({budget.scope_label(limit)}) was reached")
             _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
                     f"{agent.name} did not call the model: {budget.BudgetBlocked(limit, budget.from_micro(refused.used_micro), budget.from_micro(reservation.amount_micro))}",
                     {"limit_id": str(limit.id)})
