@@ -549,11 +549,7 @@ def cancel_turn(turn_id: uuid.UUID, reason: str) -> str:
     if turn is None:
         return "missing"
     if turn.status in ("queued", "held"):
-        turn.status, turn.finished_at, turn.error = "cancelled", utcnow(), reason
-        db.session.flush()
-        agent = db.session.get(Agent, turn.agent_id)
-        if agent is not None:
-            _end_stage(turn, agent, failure=reason)
+        cancel_waiting_turns(why=reason, turn_id=turn.id)
         return "cancelled"
     if turn.status == "running":
         cancellation.stop_turns([turn.id], reason)
