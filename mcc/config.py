@@ -80,6 +80,11 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_TURN_MAX_ATTEMPTS", "2", "runs of a turn whose worker died before it is marked failed"),
     ("MCC_REAPER_SECONDS", "15", "how often each worker looks for abandoned turns"),
     ("MCC_CANCEL_POLL_SECONDS", "0.1", "how often a streaming LLM call checks whether it was told to stop"),
+    ("MCC_VELOCITY_LIMIT", "unset (off)",
+     "USD a project may spend in a window, e.g. `5 per 10 minutes`; crossing it pauses the project's agents"),
+    ("MCC_REQUIRE_2FA_FOR", "unset", "acts for which 2FA is mandatory, of `resume,limits,merge` (step-up: 403 "
+     "TWO_FACTOR_REQUIRED without a fresh code in `X-MCC-TOTP`)"),
+    ("MCC_LOOP_REPEATS", "3", "same tool call with the same arguments this many times in a turn stops the turn (0: off)"),
     ("MCC_AGENT_BUSY_RETRY_SECONDS", "2", "delay before retrying a turn whose agent is busy elsewhere"),
     ("MCC_GITHUB_API_URL", "https://api.github.com", "GitHub REST API base (GitHub Enterprise: `https://HOST/api/v3`)"),
     ("MCC_GITHUB_TOKEN", "unset", "a token for every project without its own GitHub App installation"),
@@ -124,6 +129,34 @@ DEFAULT_PROTECTED_PATHS = ".github/workflows/,.github/actions/,.github/CODEOWNER
 def _list(value: str | None, default: str) -> list[str]:
     """A comma-separated setting; unset means ``default`` (an empty value means an empty list)."""
     return [item.strip() for item in (default if value is None else value).split(",") if item.strip()]
+
+
+STEP_UP_ACTS = ("resume", "limits", "merge")
+
+
+def _step_up_acts(value: str | None) -> frozenset:
+    acts = frozenset(_list(value, ""))
+    unknown = acts - set(STEP_UP_ACTS)
+    if unknown:
+        raise ConfigError(f"MCC_REQUIRE_2FA_FOR lists {', '.join(sorted(unknown))}; known acts: {', '.join(STEP_UP_ACTS)}")
+    return acts
+
+
+_WINDOW_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_velocity(value: str | None):
+    """``"5 per 10 minutes"`` -> (Decimal("5"), 600.0); ``"2.5 per hour"`` -> (2.5, 3600); unset -> None."""
+    import re
+    from decimal import Decimal
+
+    if not value or not value.strip():
+        return None
+    match = re.fullmatch(r"\s*\$?(\d+(?:\.\d+)?)\s+per\s+(?:(\d+(?:\.\d+)?)\s+)?(second|minute|hour|day)s?\s*",
+                         value, re.IGNORECASE)
+    if match is None or Decimal(match.group(1)) <= 0 or (match.group(2) and float(match.group(2)) <= 0):
+        raise ConfigError(f"MCC_VELOCITY_LIMIT must look like '5 per 10 minutes', not {value!r}")
+    return Decimal(match.group(1)), float(match.group(2) or 1) * _WINDOW_UNITS[match.group(3).lower()]
 
 
 def _price_pair(value: str):
@@ -280,6 +313,9 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_TURN_MAX_ATTEMPTS": int(env.get("MCC_TURN_MAX_ATTEMPTS", 2)),
         "MCC_REAPER_SECONDS": float(env.get("MCC_REAPER_SECONDS", 15)),
         "MCC_CANCEL_POLL_SECONDS": float(env.get("MCC_CANCEL_POLL_SECONDS", 0.1)),
+        "MCC_VELOCITY_LIMIT": parse_velocity(env.get("MCC_VELOCITY_LIMIT")),
+        "MCC_LOOP_REPEATS": int(env.get("MCC_LOOP_REPEATS", 3)),
+        "MCC_REQUIRE_2FA_FOR": _step_up_acts(env.get("MCC_REQUIRE_2FA_FOR")),
         "MCC_AGENT_BUSY_RETRY_SECONDS": float(env.get("MCC_AGENT_BUSY_RETRY_SECONDS", 2)),
         "MCC_GITHUB_API_URL": (env.get("MCC_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
         "MCC_GITHUB_TOKEN": env.get("MCC_GITHUB_TOKEN") or None,

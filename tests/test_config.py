@@ -46,3 +46,21 @@ def test_readme_variables_table_is_the_generated_one():
     block = readme[readme.index(README_TABLE_START) + len(README_TABLE_START):readme.index(README_TABLE_END)]
     assert block.strip() == variables_table(), "run `python -m mcc.config --write-readme`"
     assert all(f"`{name}`" in block for name, _, _ in VARIABLES)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("5 per 10 minutes", ("5", 600.0)), ("2.5 per hour", ("2.5", 3600.0)), ("$1 per 30 seconds", ("1", 30.0)),
+    ("10 per 1 day", ("10", 86400.0)), ("", None), (None, None)])
+def test_the_velocity_limit_is_usd_per_window(value, expected):
+    from decimal import Decimal
+
+    from mcc.config import parse_velocity
+
+    parsed = parse_velocity(value)
+    assert parsed == (None if expected is None else (Decimal(expected[0]), expected[1]))
+
+
+@pytest.mark.parametrize("value", ["5", "five per minute", "0 per minute", "5 per 0 minutes", "5 per fortnight"])
+def test_a_velocity_limit_that_does_not_parse_refuses_to_start(value, tmp_path):
+    with pytest.raises(ConfigError, match="MCC_VELOCITY_LIMIT"):
+        load_config({"MCC_INSTANCE_PATH": str(tmp_path), "MCC_VELOCITY_LIMIT": value})

@@ -28,8 +28,8 @@ from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.models.types import utcnow
 from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
-from mcc.services import (budget, cancellation, coordination, emergency, outbox, pipeline,  # noqa: F401
-                          pipeline_tools, tools)
+from mcc.services import (breakers, budget, cancellation, coordination, emergency, outbox,  # noqa: F401
+                          pipeline, pipeline_tools, tools)
 from mcc.services.periods import local_date
 from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
@@ -279,7 +279,7 @@ def _settle_call(turn: Turn, conversation: Conversation, agent: Agent, call_inde
                  reservation) -> LedgerEntry:
     """On record, the reservation released, the spend counted; alerts (and their actions) out."""
     entry = _record_call(turn, conversation, agent, call_index, result)
-    alerts = budget.settle(reservation, entry)
+    alerts = budget.settle(reservation, entry) + breakers.check_velocity(conversation.project_id)
     db.session.commit()
     for alert in alerts:
         publish(alert["event"], alert["data"], alert.get("room"))
@@ -385,6 +385,12 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
                             "(MCC_MAX_TOOL_STEPS); its last tool calls were not run.",
                             {"reason": "tool_step_limit", "turn_id": str(turn.id)})
             break
+        loop = breakers.repeated_call(tool_log, result.tool_calls)
+        if loop is not None:
+            why, event = breakers.loop_tripped(turn, agent, conversation, loop)
+            _cancelled(turn, conversation, agent, cancellation.reason_of(cancellation.STOP, why), None, transcript)
+            publish("breaker_tripped", event)
+            return
         transcript = transcript + [result.assistant_message]
         for call in result.tool_calls:
             outcome = tools.run_tool_call(call, turn, agent, conversation, project)

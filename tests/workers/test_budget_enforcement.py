@@ -379,7 +379,7 @@ def test_a_task_limit_stops_that_task_and_the_projects_other_tasks_go_on(start_r
     tool, so the turns keep calling. A stops within its limit and fails, with a notification; B goes on."""
     from mcc.models.control import Notification
 
-    runtime = start_runtime(workers=2)
+    runtime = start_runtime(workers=2, MCC_LOOP_REPEATS="0")  # the same call on purpose: no loop breaker
     team = make_team(app, ("Cody", "coder", SONNET), ("Cora", "coder", SONNET))
     admin = runtime.login("admin")
     base = f"/projects/{team['project']}/tasks"
