@@ -53,6 +53,12 @@ class Forbidden(ApiError):
     status, code = 403, "FORBIDDEN"
 
 
+class TwoFactorRequired(ApiError):
+    """A dangerous act without a fresh TOTP code (``details.reason`` says what is missing)."""
+
+    status, code = 403, "TWO_FACTOR_REQUIRED"
+
+
 class NotFound(ApiError):
     status, code = 404, "RESOURCE_NOT_FOUND"
 

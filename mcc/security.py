@@ -54,6 +54,31 @@ def requires_role(minimum: str):
     return decorator
 
 
+STEP_UP_PARAMETER = {"in": "header", "name": "X-MCC-TOTP", "required": False, "schema": {"type": "string"},
+                     "description": "A fresh TOTP code (step-up). Required from users with 2FA on, and from "
+                                    "everyone for the acts listed in MCC_REQUIRE_2FA_FOR; a code already used "
+                                    "(the login's too) is refused: 403 TWO_FACTOR_REQUIRED."}
+
+
+def check_step_up(act: str) -> None:
+    """For a view: the current user must step up for ``act`` (see ``auth.step_up``)."""
+    from mcc.services.auth import STEP_UP_HEADER, step_up
+
+    step_up(current_user, act, request.headers.get(STEP_UP_HEADER))
+
+
+def requires_step_up(act: str):
+    """After the role check: the act needs a fresh TOTP code (``check_step_up``)."""
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            verify_jwt_in_request()
+            check_step_up(act)
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
 def _unauthorized(message: str):
     return error_response(401, "UNAUTHORIZED", message)
 

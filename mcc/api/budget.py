@@ -55,17 +55,29 @@ class LimitById(MethodView):
 
     @requires_role("admin")
     @blp.arguments(BudgetLimitUpdateSchema)
+    @blp.doc(parameters=[STEP_UP_PARAMETER])
     @blp.response(200, BudgetLimitSchema)
+    @blp.alt_response(403, schema=ErrorSchema, description="FORBIDDEN or TWO_FACTOR_REQUIRED (raising needs a "
+                      "fresh code in X-MCC-TOTP)")
     def patch(self, body, limit_id):
-        """Update a budget limit (admin); a raised limit applies to the next call"""
+        """Update a budget limit (admin; raising it: step-up); a raised limit applies to the next call
+
+        Raising `amount_usd` needs a fresh TOTP code in `X-MCC-TOTP` from a user with 2FA on (and
+        from everyone when `MCC_REQUIRE_2FA_FOR` lists `limits`); lowering it does not.
+        """
+        if "amount_usd" in body and body["amount_usd"] > service.get_limit(limit_id).amount_usd:
+            check_step_up("limits")
         limit = service.update_limit(limit_id, body)
         db.session.commit()
         return limit
 
     @requires_role("admin")
+    @requires_step_up("limits")
+    @blp.doc(parameters=[STEP_UP_PARAMETER])
     @blp.response(204)
+    @blp.alt_response(403, schema=ErrorSchema, description="FORBIDDEN or TWO_FACTOR_REQUIRED")
     def delete(self, limit_id):
-        """Delete a budget limit (admin)"""
+        """Delete a budget limit (admin, step-up: a fresh TOTP code in `X-MCC-TOTP`)"""
         service.delete_limit(limit_id)
         db.session.commit()
 
