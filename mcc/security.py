@@ -23,7 +23,7 @@ PUBLIC_PATHS = frozenset({
     f"{API_PREFIX}/webhooks/github",
     f"{API_PREFIX}/openapi.json",
 })
-PUBLIC_PREFIXES = (f"{API_PREFIX}/docs",)
+PUBLIC_PREFIXES = (f"{API_PREFIX}/docs", f"{API_PREFIX}/webhooks/github/")  # + per-project webhook URLs
 
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
