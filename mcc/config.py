@@ -22,7 +22,7 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("REDIS_URL", "unset (embedded mode)",
      "Redis for RQ, the Socket.IO queue, rate limits and token revocation"),
     ("MCC_SECRET_KEY", "generated once into `instance/secret_key` (development only)",
-     "signs tokens; required when `MCC_ENV=production`"),
+     "signs tokens and seals stored secrets; required when `MCC_ENV=production`, at least 32 bytes"),
     ("MCC_RATE_LIMIT", "100 per minute", "requests per client IP across the whole API"),
     ("MCC_LOGIN_RATE_LIMIT", "10 per minute",
      "requests per client IP to each of login, 2FA verify and refresh (separate counters)"),
@@ -187,8 +187,27 @@ def normalise_database_url(url: str) -> str:
 
 def _instance_dir(env: dict) -> Path:
     path = Path(env.get("MCC_INSTANCE_PATH") or PROJECT_ROOT / "instance")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (SQLite would create it 0644, and its
+    journal files copy the database file's mode)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+MIN_SECRET_BYTES = 32
 
 
 def _development_secret(instance: Path) -> str:
@@ -212,16 +231,21 @@ def load_config(env: dict | None = None) -> dict:
     instance = _instance_dir(env)
 
     secret = env.get("MCC_SECRET_KEY")
+    how = ("set it to a long random string (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(64))'`) "
+           "shared by every web and worker process.")
     if not secret:
         if production:
-            raise ConfigError(
-                "MCC_SECRET_KEY is not set. In production MCC refuses to start without it: "
-                "set it to a long random string (e.g. `python -c 'import secrets; "
-                "print(secrets.token_urlsafe(64))'`) shared by every web and worker process."
-            )
+            raise ConfigError(f"MCC_SECRET_KEY is not set. In production MCC refuses to start without it: {how}")
         secret = _development_secret(instance)
+    elif production and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"MCC_SECRET_KEY is {len(secret.encode())} bytes; in production MCC requires at least "
+                          f"{MIN_SECRET_BYTES} (it signs every token and seals stored secrets): {how}")
 
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance / 'mcc.db'}"
+    sqlite_file = _sqlite_file(database_url)
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(sqlite_file)
     redis_url = env.get("REDIS_URL") or None
     log_format = env.get("MCC_LOG_FORMAT") or ("json" if production else "text")
 
