@@ -339,7 +339,8 @@ def load_config(env: dict | None = None) -> dict:
         "OPENAPI_URL_PREFIX": "/api/v1",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "docs",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI's assets from the pinned flask-swagger-ui package (mcc/hardening.py), never a CDN.
+        "OPENAPI_SWAGGER_UI_URL": "/api/v1/docs/assets/",
     }
 
 

@@ -184,7 +184,7 @@ def parse_payload(body: bytes, content_type: str | None) -> dict:
         if (content_type or "").startswith("application/x-www-form-urlencoded"):
             body = parse_qs(body.decode("utf-8"), strict_parsing=True).get("payload", [""])[0].encode()
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationFailed("The webhook body is not a JSON payload.", {"body": [str(exc)[:200]]}) from exc
     if not isinstance(payload, dict):
         raise ValidationFailed("The webhook payload must be a JSON object.", {"body": ["Not an object."]})
