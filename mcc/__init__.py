@@ -25,7 +25,7 @@ def _require_json_body():
 
 def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     """Build the app from the environment (``env``), then apply test ``overrides``."""
-    from mcc import api, cli, console, errors, hardening, health, jobs, realtime, redis_store, security
+    from mcc import api, cli, console, errors, hardening, health, jobs, metrics, realtime, redis_store, security
     from mcc import models  # noqa: F401  (registers every table with the metadata)
     from mcc.extensions import db, jwt, limiter, migrate
     from mcc.logging_setup import assign_request_id, configure_logging, echo_request_id, log_request
@@ -56,6 +56,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     errors.init_app(app)  # again: flask-smorest registered its own HTTPException handler
     app.register_blueprint(health.bp)
     limiter.exempt(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(console.bp)
     limiter.exempt(console.bp)
     realtime.init_app(app)
@@ -63,6 +64,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     hardening.init_app(app)  # its URI check runs right after the request id is assigned
     app.after_request(echo_request_id)
     app.after_request(log_request)
+    app.after_request(metrics.observe_request)
     app.before_request(lambda: jobs.start_embedded_reaper(app))
     # Outermost, around Socket.IO's middleware too: sockets are counted per forwarded client address.
     proxies = app.config["MCC_TRUSTED_PROXIES"]

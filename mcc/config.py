@@ -103,6 +103,8 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_TOKEN_PURGE_INTERVAL", "86400", "seconds between purges of expired refresh tokens and revocations (0: off)"),
     ("MCC_ROLLUP_RECONCILE_INTERVAL", "3600",
      "seconds between checks that the daily cost rollup of today and yesterday matches the ledger (0: off)"),
+    ("MCC_METRICS_TOKEN", "unset (`/metrics` answers 404)",
+     "bearer token Prometheus must send to scrape `/metrics` (`Authorization: Bearer ...`)"),
     ("RQ_DASHBOARD_USERNAME", "unset", "basic-auth user of the `rqdashboard:` process"),
     ("RQ_DASHBOARD_PASSWORD", "unset", "basic-auth password of the `rqdashboard:` process"),
     ("RQ_DASHBOARD_BIND", "127.0.0.1", "address of the `rqdashboard:` process (`0.0.0.0` to serve other hosts, behind TLS)"),
@@ -321,6 +323,7 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_PROTECTED_PATHS": _list(env.get("MCC_PROTECTED_PATHS"), DEFAULT_PROTECTED_PATHS),
         "MCC_TOKEN_PURGE_INTERVAL": float(env.get("MCC_TOKEN_PURGE_INTERVAL", 86400)),
         "MCC_ROLLUP_RECONCILE_INTERVAL": float(env.get("MCC_ROLLUP_RECONCILE_INTERVAL", 3600)),
+        "MCC_METRICS_TOKEN": env.get("MCC_METRICS_TOKEN") or None,
         # Flask-Limiter: one shared bucket per client IP for the whole API.
         "RATELIMIT_APPLICATION": env.get("MCC_RATE_LIMIT", "100 per minute"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",

@@ -105,6 +105,10 @@ def swagger_asset(filename: str):
 
 def init_app(app) -> None:
     app.json = BoundedJSONProvider(app)
-    app.before_request_funcs.setdefault(None, []).insert(1, refuse_long_uri)  # right after the request id
+    from mcc.logging_setup import assign_request_id
+
+    funcs = app.before_request_funcs.setdefault(None, [])
+    at = funcs.index(assign_request_id) + 1 if assign_request_id in funcs else 0
+    funcs.insert(at, refuse_long_uri)  # right after the request id: before the limiter and authentication
     app.after_request(security_headers)
     app.register_blueprint(swagger_assets)

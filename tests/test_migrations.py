@@ -100,7 +100,7 @@ def test_project_webhook_secrets_are_sealed_by_the_upgrade_and_unsealed_by_the_d
 
     flask_db = _sqlite_flask_db(tmp_path)
 
-    flask_db("upgrade", "ecb6321c5a16")
+    flask_db("upgrade", "15440a5d70f4")
     with sqlite3.connect(tmp_path / "mcc.db") as conn:
         conn.execute("INSERT INTO projects (id, name, github_repo, is_active, created_at, updated_at, "
                      "github_webhook_secret) VALUES (?, 'P', 'o/p', 1, '2026-11-01 00:00:00', "
@@ -109,6 +109,6 @@ def test_project_webhook_secrets_are_sealed_by_the_upgrade_and_unsealed_by_the_d
     with sqlite3.connect(tmp_path / "mcc.db") as conn:
         [(stored,)] = conn.execute("SELECT github_webhook_secret FROM projects").fetchall()
     assert stored.startswith("v1:") and "plain-old-project-secret" not in stored
-    flask_db("downgrade", "ecb6321c5a16")
+    flask_db("downgrade", "15440a5d70f4")
     with sqlite3.connect(tmp_path / "mcc.db") as conn:
         assert conn.execute("SELECT github_webhook_secret FROM projects").fetchall() == [("plain-old-project-secret",)]

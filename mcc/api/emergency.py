@@ -6,6 +6,8 @@ from flask_jwt_extended import current_user
 from flask_smorest import Blueprint
 
 from mcc.extensions import db
+from mcc.schemas.audit import EmergencyEventPageSchema
+from mcc.schemas.common import PageQuerySchema, page_of
 from mcc.schemas.emergency import EmergencyStatusSchema, PauseAllResultSchema, PauseAllSchema, ResumeAllResultSchema
 from mcc.security import requires_role
 from mcc.services import emergency as service
@@ -40,6 +42,16 @@ class ResumeAll(MethodView):
         """Resume all agents (admin); held work continues in order. 409 when not paused."""
         result = resume_everything(current_user.username, current_user.id)
         return result
+
+
+@blp.route("/events")
+class Events(MethodView):
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, EmergencyEventPageSchema)
+    def get(self, args):
+        """History of emergency pauses and resumes, newest first (who, when, why; `limit`, `page`)"""
+        items, total = service.list_events(args["page"], args["limit"])
+        return page_of(items, total, args["page"], args["limit"])
 
 
 @blp.route("/status")

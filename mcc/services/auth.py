@@ -24,7 +24,7 @@ from mcc.extensions import db, limiter
 from mcc.models.auth import RefreshToken, User
 from mcc.models.types import utcnow
 from mcc.secretbox import SealBroken, is_sealed, seal, unseal
-from mcc.services import tokens
+from mcc.services import audit, tokens
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,25 @@ def _active_user(user_id: str) -> User:
 
 # --- flows ------------------------------------------------------------------------------------
 
+def _audit_failed_login(username: str, user: User | None, why: str) -> None:
+    """A refused login is on the trail whatever the request does next (its own transaction)."""
+    audit.record("auth.login_failed", "user", user.id if user else None, {"username": username[:64], "reason": why},
+                 actor=username[:64] or "-")
+    db.session.commit()
+
+
 def login(username: str, password: str, client_ip: str) -> dict:
     checks = _login_checks(username, client_ip)
-    _ensure_not_locked(checks, "login")
+    try:
+        _ensure_not_locked(checks, "login")
+    except TooManyAttempts:
+        _audit_failed_login(username, None, "locked out")
+        raise
     user = find_user(username)
     if not _password_matches(user, password) or not user.is_active:
         _record_failure(checks)
         log.info("failed login for %r from %s", username[:64], client_ip)
+        _audit_failed_login(username, user, "bad credentials" if user is None or user.is_active else "disabled")
         raise Unauthorized(BAD_CREDENTIALS)
     if user.two_factor_enabled:
         temp = create_access_token(
@@ -174,6 +186,7 @@ def login(username: str, password: str, client_ip: str) -> dict:
         }
     user.last_login_at = utcnow()
     log.info("login of %s (%s)", user.username, user.role)
+    audit.record("auth.login", "user", user.id, {"two_factor": False}, actor=user.username, actor_id=user.id)
     return issue_tokens(user)
 
 
@@ -225,12 +238,14 @@ def verify_two_factor(temp_token: str, code: str, client_ip: str) -> dict:
     if not _accept_totp_code(user, _readable_secret(user, user.totp_secret), code):
         _record_failure(checks)
         log.info("wrong or reused 2FA code for %s from %s", user.username, client_ip)
+        _audit_failed_login(user.username, user, "wrong 2FA code")
         raise Unauthorized("Invalid or already used 2FA code.")
     if not is_sealed(user.totp_secret):  # stored before secrets were sealed
         user.totp_secret = seal(user.totp_secret)
     tokens.revoke(f"jti:{claims['jti']}", datetime.fromtimestamp(claims["exp"], timezone.utc))
     user.last_login_at = utcnow()
     log.info("login of %s (%s) with 2FA", user.username, user.role)
+    audit.record("auth.login", "user", user.id, {"two_factor": True}, actor=user.username, actor_id=user.id)
     return issue_tokens(user)
 
 
@@ -295,6 +310,7 @@ def begin_two_factor_setup(user: User, password: str, client_ip: str) -> dict:
         raise Conflict("Two-factor authentication is already enabled; reset it first.")
     secret = pyotp.random_base32()
     user.totp_pending_secret = seal(secret)
+    audit.record("auth.2fa_setup", "user", user.id)
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name="MCC")
     return {"secret": secret, "provisioning_uri": uri}
 
@@ -316,6 +332,7 @@ def enable_two_factor(user: User, code: str, password: str, client_ip: str) -> d
         _record_failure(checks)
         raise ValidationFailed("The code does not match the secret.", {"code": ["Invalid code."]})
     user.totp_secret, user.totp_pending_secret = seal(pending), None
+    audit.record("auth.2fa_enabled", "user", user.id)
     void_all_tokens(user)
     two_factor_changed(user, "enabled")
     return issue_tokens(user)

@@ -28,6 +28,7 @@ from mcc.models.budget import BudgetAlert, BudgetLimit, CostDaily
 from mcc.models.conversation import Conversation, conversation_agents
 from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry
+from mcc.services import audit
 from mcc.services.periods import GRANULARITY, Period, current_period, local_date
 from mcc.services.rollup import add_to_rollup
 
@@ -85,6 +86,7 @@ def create_limit(data: dict) -> BudgetLimit:
     limit = BudgetLimit(**data)
     db.session.add(limit)
     db.session.flush()
+    audit.record("budget_limit.created", "budget_limit", limit.id, data)
     return limit
 
 
@@ -95,6 +97,8 @@ def update_limit(limit_id: uuid.UUID, data: dict) -> BudgetLimit:
     if scope_type == "global" and "scope_type" in data and "scope_id" not in data:
         scope_id = None
     _check_scope(scope_type, scope_id)
+    audit.record("budget_limit.updated", "budget_limit", limit.id,
+                 {"changes": audit.changes(limit, {**data, "scope_id": scope_id})})
     for key, value in data.items():
         setattr(limit, key, value)
     limit.scope_id = scope_id
@@ -103,7 +107,11 @@ def update_limit(limit_id: uuid.UUID, data: dict) -> BudgetLimit:
 
 
 def delete_limit(limit_id: uuid.UUID) -> None:
-    db.session.delete(get_limit(limit_id))
+    limit = get_limit(limit_id)
+    audit.record("budget_limit.deleted", "budget_limit", limit.id,
+                 {"scope_type": limit.scope_type, "scope_id": limit.scope_id, "period": limit.period,
+                  "amount_usd": limit.amount_usd})
+    db.session.delete(limit)
     db.session.flush()
 
 

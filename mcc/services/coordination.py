@@ -140,11 +140,27 @@ def once_per(key: str, ttl: float) -> bool:
 
 
 def mark_alive(key: str, ttl: float) -> None:
+    """A liveness beat: alive for ``ttl`` seconds; the beat's time is kept (``beat_age``)."""
     redis = get_redis()
     if redis is None:
         _local_alive[key] = time.time() + ttl
+        _local_alive[f"beat:{key}"] = time.time()
     else:
-        redis.set(f"mcc:alive:{key}", 1, px=int(ttl * 1000))
+        redis.set(f"mcc:alive:{key}", repr(time.time()), px=int(ttl * 1000))
+
+
+def beat_age(key: str) -> float | None:
+    """Seconds since the last beat of a live key; None when it is not alive."""
+    redis = get_redis()
+    if redis is None:
+        beat = _local_alive.get(f"beat:{key}") if is_alive(key) else None
+    else:
+        raw = redis.get(f"mcc:alive:{key}")
+        try:
+            beat = float(raw) if raw is not None else None
+        except ValueError:  # a beat written before beats carried their time
+            beat = None
+    return None if beat is None else max(0.0, time.time() - beat)
 
 
 def is_alive(key: str) -> bool:
@@ -320,3 +336,12 @@ def release_llm_call(call_id: str) -> None:
             _local_state["inflight"].pop(call_id, None)
     else:
         redis.zrem(INFLIGHT_KEY, call_id)
+
+
+def calls_in_flight() -> int:
+    """LLM calls registered through the gate and not yet released (as pause-all counts them)."""
+    redis = get_redis()
+    if redis is None:
+        with _local_guard:
+            return len(_local_state["inflight"])
+    return redis.zcount(INFLIGHT_KEY, int((time.time() - 3600) * 1000), "+inf")

@@ -12,7 +12,7 @@ from mcc.models.agent import Agent
 from mcc.models.control import EmergencyEvent
 from mcc.models.conversation import Conversation
 from mcc.models.types import as_utc
-from mcc.services import coordination
+from mcc.services import audit, coordination
 from mcc.services.notifications import notify
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def pause_all(actor: str, user_id: uuid.UUID | None, reason: str | None, trigger
     db.session.add(event)
     db.session.flush()
     state = _state_of(event)
+    audit.record("emergency.pause", "emergency", event.id, {"reason": reason, "triggered_by": triggered_by},
+                 actor=actor, actor_id=user_id)
     # The flag goes up first: from here on no call starts, whatever happens to this transaction.
     in_flight = coordination.set_emergency_flag(state)
     paused_agents = db.session.scalar(select(func.count()).select_from(Agent).where(Agent.is_active.is_(True)))
@@ -66,10 +68,18 @@ def resume_all(actor: str, user_id: uuid.UUID | None) -> dict:
     event = EmergencyEvent(action="resume", triggered_by="user", user_id=user_id, actor=actor)
     db.session.add(event)
     db.session.flush()
+    audit.record("emergency.resume", "emergency", event.id, actor=actor, actor_id=user_id)
     notify("info", "emergency_resume", "Agents resumed", f"{actor} resumed all agents.",
            {"event_id": str(event.id)})
     log.warning("emergency pause lifted by %s", actor)
     return {"message": "All agents resumed.", "resumed_by": actor}
+
+
+def list_events(page: int, limit: int) -> tuple[list[EmergencyEvent], int]:
+    """Every pause and resume, newest first."""
+    from mcc.services.lookup import paginate
+
+    return paginate(select(EmergencyEvent), page, limit, EmergencyEvent.created_at.desc(), EmergencyEvent.id.desc())
 
 
 def lift_flag() -> None:

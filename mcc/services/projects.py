@@ -14,6 +14,7 @@ from mcc.models.conversation import Conversation
 from mcc.models.github import Issue
 from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry
+from mcc.services import audit
 from mcc.services.clock import start_of_today
 from mcc.services.lookup import get_scoped
 
@@ -123,6 +124,7 @@ def create_project(data: dict, user=None) -> Project:
     _check_repo_free(data["github_repo"])
     project = Project(**data)
     _save_in_savepoint(data["github_repo"], lambda: db.session.add(project))
+    audit.record("project.created", "project", project.id, data)
     return project
 
 
@@ -132,6 +134,7 @@ def update_project(project_id: uuid.UUID, data: dict, user=None) -> Project:
     if "github_repo" in data:
         _check_repo_allowed(data["github_repo"])
         _check_repo_free(data["github_repo"], except_id=project.id)
+    audit.record_update("project", project, data)
 
     def change():
         for key, value in data.items():
@@ -147,5 +150,6 @@ def delete_project(project_id: uuid.UUID) -> None:
 
     project = get_project(project_id)
     delete_limits_of(project.id)
+    audit.record("project.deleted", "project", project.id, {"name": project.name, "github_repo": project.github_repo})
     db.session.delete(project)
     db.session.flush()

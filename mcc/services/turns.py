@@ -458,8 +458,8 @@ def release_held(conversation_id: uuid.UUID | None = None) -> list[uuid.UUID]:
 
 
 def cancel_waiting_turns(agent_id: uuid.UUID | None = None, conversation_id: uuid.UUID | None = None,
-                         why: str = "its turn was cancelled") -> int:
-    """Drop queued and held turns of an agent (reset) or a conversation (completed).
+                         why: str = "its turn was cancelled", turn_id: uuid.UUID | None = None) -> int:
+    """Drop queued and held turns of an agent (reset), a conversation (completed), or one turn.
 
     A cancelled pipeline turn would leave its task's stage open for ever: the task goes to a person.
     The caller commits, then flushes the outbox.
@@ -469,6 +469,8 @@ def cancel_waiting_turns(agent_id: uuid.UUID | None = None, conversation_id: uui
         query = query.where(Turn.agent_id == agent_id)
     if conversation_id is not None:
         query = query.where(Turn.conversation_id == conversation_id)
+    if turn_id is not None:
+        query = query.where(Turn.id == turn_id)
     cancelled = db.session.scalars(query.with_for_update()).all()
     now = utcnow()
     for turn in cancelled:

@@ -1,7 +1,7 @@
 """seal project webhook secrets
 
 Revision ID: 3c1d2e9f7a10
-Revises: ecb6321c5a16
+Revises: 15440a5d70f4
 Create Date: 2026-11-28 17:50:00.000000
 
 Project webhook secrets were stored in plain text: seal the ones already stored (mcc.secretbox,
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '3c1d2e9f7a10'
-down_revision = 'ecb6321c5a16'
+down_revision = '15440a5d70f4'
 branch_labels = None
 depends_on = None
 
