@@ -25,7 +25,9 @@ class PauseAll(MethodView):
     def post(self, body):
         """EMERGENCY: pause all agents system-wide (operator)
 
-        From the moment this returns no new LLM call starts on any worker; queued and in-flight
+        From the moment this returns no new LLM call starts on any worker, and every call
+        streaming at the gateway is closed within a second (`calls_in_flight`, `cancelled`): its
+        partial cost is on record and its turn ends `cancelled` with a system message. Queued
         work is held, not dropped, until resume-all. Every client gets `emergency_pause`.
         """
         result = service.pause_all(current_user.username, current_user.id, body.get("reason"))

@@ -28,7 +28,7 @@ from mcc.models.budget import BudgetAlert, BudgetLimit, CostDaily
 from mcc.models.conversation import Conversation, conversation_agents
 from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry
-from mcc.services import audit
+from mcc.services import audit, cancellation
 from mcc.services.periods import GRANULARITY, Period, current_period, local_date
 from mcc.services.rollup import add_to_rollup
 
@@ -259,7 +259,7 @@ def settle(reservation: Reservation | None, entry: LedgerEntry) -> list[dict]:
         lambda key_index: to_micro(spent_from_rollup(spend_keys[key_index][1], spend_keys[key_index][2])))
     events = []
     for (key, limit, period), micro in zip(spend_keys, spent):
-        events.extend(_alerts_for(limit, period, from_micro(micro)))
+        events.extend(_alerts_for(limit, period, from_micro(micro), entry.turn_id))
     return events
 
 
@@ -273,7 +273,8 @@ def _raise_once(limit: BudgetLimit, period: Period, level: str, spent: Decimal) 
         return False
 
 
-def _alerts_for(limit: BudgetLimit, period: Period, spent: Decimal) -> list[dict]:
+def _alerts_for(limit: BudgetLimit, period: Period, spent: Decimal,
+                settling_turn: uuid.UUID | None = None) -> list[dict]:
     from mcc.services.notifications import notify
 
     amount = Decimal(limit.amount_usd)
@@ -292,12 +293,25 @@ def _alerts_for(limit: BudgetLimit, period: Period, spent: Decimal) -> list[dict
             "percentage": round(ratio, 4), "message": message}})
         log.warning("budget %s: %s", level, message)
         if level == "critical":
-            events.extend(_act(limit))
+            events.extend(_act(limit, settling_turn))
     return events
 
 
-def _act(limit: BudgetLimit) -> list[dict]:
-    """What a limit does when reached: warn (nothing more), pause the scope, or block (gate)."""
+def running_scope(limit: BudgetLimit) -> dict:
+    """The ``cancellation.stop_running`` filter of the work a limit covers."""
+    if limit.scope_type == "global":
+        return {}
+    return {f"{limit.scope_type}_id": limit.scope_id}
+
+
+def _act(limit: BudgetLimit, settling_turn: uuid.UUID | None = None) -> list[dict]:
+    """What a limit does when reached: warn (nothing more), pause the scope, or block: the gate
+    refuses new calls, and the calls in flight under it are closed (the settling call's turn is
+    refused at its next call instead)."""
+    if limit.action_on_exceed == "block":
+        cancellation.stop_running(f"budget limit {limit.name!r} ({scope_label(limit)}) was reached",
+                                  except_turn=settling_turn, **running_scope(limit))
+        return []
     if limit.action_on_exceed != "pause":
         return []
     if limit.scope_type == "global":
@@ -320,6 +334,11 @@ def _act(limit: BudgetLimit) -> list[dict]:
         events.append({"event": "conversation_status", "room": f"conversation:{conversation.id}",
                        "data": {"conversation_id": str(conversation.id), "status": "paused",
                                 "reason": f"budget limit {limit.name!r} reached"}})
+    db.session.flush()
+    for event in events:  # a paused conversation's call in flight is closed, as when a person pauses it
+        cancellation.stop_running(f"budget limit {limit.name!r} was reached and paused the conversation",
+                                  except_turn=settling_turn, kind=cancellation.PAUSE,
+                                  conversation_id=uuid.UUID(event["data"]["conversation_id"]))
     log.warning("budget limit %s reached: paused %s conversation(s)", limit.name, len(events))
     return events
 
