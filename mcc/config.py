@@ -22,7 +22,7 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("REDIS_URL", "unset (embedded mode)",
      "Redis for RQ, the Socket.IO queue, rate limits and token revocation"),
     ("MCC_SECRET_KEY", "generated once into `instance/secret_key` (development only)",
-     "signs tokens; required when `MCC_ENV=production`"),
+     "signs tokens and seals stored secrets; required when `MCC_ENV=production`, at least 32 bytes"),
     ("MCC_RATE_LIMIT", "100 per minute", "requests per client IP across the whole API"),
     ("MCC_LOGIN_RATE_LIMIT", "10 per minute",
      "requests per client IP to each of login, 2FA verify and refresh (separate counters)"),
@@ -91,8 +91,10 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_GITHUB_APP_ID", "unset", "GitHub App id for projects that set no `github_app_id`"),
     ("MCC_GITHUB_APP_PRIVATE_KEY", "unset", "the App's private key: PEM text (`\\n` escapes allowed) or a file path"),
     ("MCC_GITHUB_WEBHOOK_SECRET", "unset (webhooks refused, 503)",
-     "secret of `X-Hub-Signature-256`; a project may also have its own"),
+     "secret of `X-Hub-Signature-256` at `/webhooks/github`; a project may have its own (its own URL)"),
     ("MCC_GITHUB_WEBHOOK_RATE_LIMIT", "1000 per minute", "webhook deliveries per sender IP (not under MCC_RATE_LIMIT)"),
+    ("MCC_GITHUB_WEBHOOK_CONCURRENCY", "4",
+     "webhook requests one web process reads and verifies at once; more wait up to 5 s, then 503"),
     ("MCC_GITHUB_WEBHOOK_MAX_BYTES", "26214400", "largest accepted webhook body (GitHub caps payloads at 25 MB)"),
     ("MCC_GITHUB_TIMEOUT", "30", "seconds one GitHub API request may take"),
     ("MCC_GITHUB_MAX_RETRIES", "3", "retries of GitHub 5xx and connection failures (exponential backoff)"),
@@ -221,8 +223,27 @@ def normalise_database_url(url: str) -> str:
 
 def _instance_dir(env: dict) -> Path:
     path = Path(env.get("MCC_INSTANCE_PATH") or PROJECT_ROOT / "instance")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (SQLite would create it 0644, and its
+    journal files copy the database file's mode)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+MIN_SECRET_BYTES = 32
 
 
 def _development_secret(instance: Path) -> str:
@@ -246,16 +267,21 @@ def load_config(env: dict | None = None) -> dict:
     instance = _instance_dir(env)
 
     secret = env.get("MCC_SECRET_KEY")
+    how = ("set it to a long random string (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(64))'`) "
+           "shared by every web and worker process.")
     if not secret:
         if production:
-            raise ConfigError(
-                "MCC_SECRET_KEY is not set. In production MCC refuses to start without it: "
-                "set it to a long random string (e.g. `python -c 'import secrets; "
-                "print(secrets.token_urlsafe(64))'`) shared by every web and worker process."
-            )
+            raise ConfigError(f"MCC_SECRET_KEY is not set. In production MCC refuses to start without it: {how}")
         secret = _development_secret(instance)
+    elif production and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"MCC_SECRET_KEY is {len(secret.encode())} bytes; in production MCC requires at least "
+                          f"{MIN_SECRET_BYTES} (it signs every token and seals stored secrets): {how}")
 
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance / 'mcc.db'}"
+    sqlite_file = _sqlite_file(database_url)
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(sqlite_file)
     redis_url = env.get("REDIS_URL") or None
     log_format = env.get("MCC_LOG_FORMAT") or ("json" if production else "text")
 
@@ -323,6 +349,7 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_GITHUB_APP_PRIVATE_KEY": env.get("MCC_GITHUB_APP_PRIVATE_KEY") or None,
         "MCC_GITHUB_WEBHOOK_SECRET": env.get("MCC_GITHUB_WEBHOOK_SECRET") or None,
         "MCC_GITHUB_WEBHOOK_RATE_LIMIT": env.get("MCC_GITHUB_WEBHOOK_RATE_LIMIT", "1000 per minute"),
+        "MCC_GITHUB_WEBHOOK_CONCURRENCY": int(env.get("MCC_GITHUB_WEBHOOK_CONCURRENCY", 4)),
         "MCC_GITHUB_WEBHOOK_MAX_BYTES": int(env.get("MCC_GITHUB_WEBHOOK_MAX_BYTES", 25 * 1024 * 1024)),
         "MCC_GITHUB_TIMEOUT": float(env.get("MCC_GITHUB_TIMEOUT", 30)),
         "MCC_GITHUB_MAX_RETRIES": int(env.get("MCC_GITHUB_MAX_RETRIES", 3)),
@@ -353,7 +380,8 @@ def load_config(env: dict | None = None) -> dict:
         "OPENAPI_URL_PREFIX": "/api/v1",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "docs",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI's assets from the pinned flask-swagger-ui package (mcc/hardening.py), never a CDN.
+        "OPENAPI_SWAGGER_UI_URL": "/api/v1/docs/assets/",
     }
 
 

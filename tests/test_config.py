@@ -21,6 +21,35 @@ def test_production_refuses_to_start_without_a_secret(tmp_path):
         load_config({"MCC_ENV": "production", "MCC_INSTANCE_PATH": str(tmp_path)})
 
 
+@pytest.mark.parametrize("secret", ["x", "a" * 31, "é" * 15])
+def test_production_refuses_a_short_secret_naming_the_variable(tmp_path, secret):
+    with pytest.raises(ConfigError, match="MCC_SECRET_KEY is .* bytes.*at least 32"):
+        load_config({"MCC_ENV": "production", "MCC_INSTANCE_PATH": str(tmp_path), "MCC_SECRET_KEY": secret})
+
+
+def test_production_accepts_a_32_byte_secret_and_development_any(tmp_path):
+    env = {"MCC_INSTANCE_PATH": str(tmp_path), "DATABASE_URL": "postgresql://u@h/d"}
+    assert load_config({**env, "MCC_ENV": "production", "MCC_SECRET_KEY": "k" * 32})["SECRET_KEY"] == "k" * 32
+    assert load_config({**env, "MCC_SECRET_KEY": "x"})["SECRET_KEY"] == "x"
+
+
+def test_the_embedded_sqlite_file_is_created_private(tmp_path):
+    """The database holds password hashes and sealed secrets: 0600 from its creation, journal too."""
+    import sqlite3
+
+    instance = tmp_path / "instance"
+    config = load_config({"MCC_INSTANCE_PATH": str(instance)})
+    database = instance / "mcc.db"
+    assert config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{database}"
+    assert database.stat().st_mode & 0o777 == 0o600
+    assert instance.stat().st_mode & 0o077 == 0
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    assert database.stat().st_mode & 0o777 == 0o600
+    load_config({"MCC_INSTANCE_PATH": str(instance)})  # an existing database is left as it is
+    assert database.stat().st_size > 0
+
+
 def test_development_secret_is_generated_once_and_kept(tmp_path):
     env = {"MCC_INSTANCE_PATH": str(tmp_path)}
     first, second = load_config(env)["SECRET_KEY"], load_config(env)["SECRET_KEY"]

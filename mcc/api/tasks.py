@@ -93,9 +93,13 @@ class TaskComplete(MethodView):
     @blp.arguments(TaskCompleteSchema)
     @blp.response(200, TaskSchema)
     def post(self, body, project_id, task_id):
-        """Mark a task complete (operator): allowed from review; otherwise 409 naming the allowed moves"""
-        task = service.get_task(project_id, task_id)
-        pipeline.advance(task, "completed", user=current_user, reason=body.get("reason") or "completed by a person")
+        """Mark a task as completed, manually (operator)
+
+        From any open status (pending, in progress, testing, review); the task's history records a
+        manual completion and who did it. A completed or failed task: 409 INVALID_TRANSITION.
+        """
+        task = service.complete_manually(service.get_task(project_id, task_id), current_user, body.get("reason"))
+        pipeline.dispatch(project_id)  # its agent is free for the next task
         _commit()
         return present([task])[0]
 

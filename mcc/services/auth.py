@@ -19,7 +19,7 @@ from jwt.exceptions import PyJWTError
 from limits import parse
 from sqlalchemy import select, update
 
-from mcc.errors import TwoFactorRequired, Conflict, TooManyAttempts, Unauthorized, ValidationFailed
+from mcc.errors import Conflict, Forbidden, TooManyAttempts, TwoFactorRequired, Unauthorized, ValidationFailed
 from mcc.extensions import db, limiter
 from mcc.models.auth import RefreshToken, User
 from mcc.models.types import utcnow
@@ -284,7 +284,28 @@ def logout(access_claims: dict, refresh_token: str | None) -> None:
         revoke_family(uuid.UUID(claims["fam"]))
 
 
-def begin_two_factor_setup(user: User) -> dict:
+def confirm_password(user: User, password: str, client_ip: str) -> None:
+    """Re-authentication for account changes: the current password, or 403. Failures count like
+    failed logins (MCC_LOGIN_LOCKOUT, MCC_LOGIN_IP_LOCKOUT), so a stolen token cannot guess it."""
+    checks = _login_checks(user.username, client_ip)
+    _ensure_not_locked(checks, "password")
+    if not _password_matches(user, password):
+        _record_failure(checks)
+        log.info("wrong password confirming an account change for %r from %s", user.username, client_ip)
+        raise Forbidden("The password is not correct.")
+
+
+def two_factor_changed(user: User, what: str) -> None:
+    from mcc.services.notifications import notify
+
+    notify("warning", "two_factor_changed", f"Two-factor authentication {what} for {user.username}",
+           f"Two-factor authentication was {what} for {user.username}. If this was not you, ask an "
+           "administrator to reset it (flask --app wsgi users reset-2fa) and change your password.",
+           {"user_id": str(user.id), "username": user.username})
+
+
+def begin_two_factor_setup(user: User, password: str, client_ip: str) -> dict:
+    confirm_password(user, password, client_ip)
     if user.two_factor_enabled:
         raise Conflict("Two-factor authentication is already enabled; reset it first.")
     secret = pyotp.random_base32()
@@ -294,8 +315,9 @@ def begin_two_factor_setup(user: User) -> dict:
     return {"secret": secret, "provisioning_uri": uri}
 
 
-def enable_two_factor(user: User, code: str) -> dict:
+def enable_two_factor(user: User, code: str, password: str, client_ip: str) -> dict:
     """Confirm the pending secret. Sessions opened with the password alone end; the caller gets new tokens."""
+    confirm_password(user, password, client_ip)
     if user.two_factor_enabled:
         raise Conflict("Two-factor authentication is already enabled.")
     if not user.totp_pending_secret:
@@ -312,6 +334,7 @@ def enable_two_factor(user: User, code: str) -> dict:
     user.totp_secret, user.totp_pending_secret = seal(pending), None
     audit.record("auth.2fa_enabled", "user", user.id)
     void_all_tokens(user)
+    two_factor_changed(user, "enabled")
     return issue_tokens(user)
 
 

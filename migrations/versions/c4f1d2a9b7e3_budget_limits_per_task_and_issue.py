@@ -1,7 +1,7 @@
 """budget limits per task and issue
 
 Revision ID: c4f1d2a9b7e3
-Revises: 15440a5d70f4
+Revises: 3c1d2e9f7a10
 Create Date: 2026-11-28 17:40:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'c4f1d2a9b7e3'
-down_revision = '15440a5d70f4'
+down_revision = '3c1d2e9f7a10'
 branch_labels = None
 depends_on = None
 
