@@ -89,7 +89,8 @@ def test_cancel_a_waiting_turn_at_once_and_a_running_one_within_a_second(start_r
     assert stopping.status_code == 200 and stopping.json()["status"] == "running"
     done = runtime.wait_for(lambda: (lambda t: t if t["status"] == "cancelled" else None)(
         runtime.api("GET", f"/turns/{running['id']}").json()), interval=0.05)
-    assert llm.calls[0].closed_at is not None and llm.calls[0].closed_at - asked < 1.0
+    runtime.wait_for(lambda: llm.calls[0].closed_at, interval=0.05)  # the stub notices at its next writes
+    assert llm.calls[0].closed_at - asked < 1.0 and not llm.calls[0].completed
     assert done["error"] == "a person cancelled the turn" and len(done["ledger"]) == 1  # the partial call
     assert len(llm.calls) == 1 and not agent_replies(runtime, team)  # Bob's turn never ran
     assert runtime.api("POST", f"/turns/{waiting[0]['id']}/cancel").status_code == 409
