@@ -25,7 +25,7 @@ def _require_json_body():
 
 def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     """Build the app from the environment (``env``), then apply test ``overrides``."""
-    from mcc import api, cli, console, errors, health, jobs, realtime, redis_store, security
+    from mcc import api, cli, console, errors, hardening, health, jobs, metrics, realtime, redis_store, security
     from mcc import models  # noqa: F401  (registers every table with the metadata)
     from mcc.extensions import db, jwt, limiter, migrate
     from mcc.logging_setup import assign_request_id, configure_logging, echo_request_id, log_request
@@ -34,6 +34,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     app.config.update(load_config(env))
     app.config.update(overrides or {})
     configure_logging(app.config["MCC_LOG_LEVEL"], app.config["MCC_LOG_FORMAT"])
+    _warn_about_open_settings(app)
 
     # Order matters: request id first (every later error carries it), then the rate limiter
     # (anonymous floods are counted too), then authentication, then the body check.
@@ -55,18 +56,30 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     errors.init_app(app)  # again: flask-smorest registered its own HTTPException handler
     app.register_blueprint(health.bp)
     limiter.exempt(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(console.bp)
     limiter.exempt(console.bp)
     realtime.init_app(app)
     cli.init_app(app)
+    hardening.init_app(app)  # its URI check runs right after the request id is assigned
     app.after_request(echo_request_id)
     app.after_request(log_request)
+    app.after_request(metrics.observe_request)
     app.before_request(lambda: jobs.start_embedded_reaper(app))
     # Outermost, around Socket.IO's middleware too: sockets are counted per forwarded client address.
     proxies = app.config["MCC_TRUSTED_PROXIES"]
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app
+
+
+def _warn_about_open_settings(app: Flask) -> None:
+    import logging
+
+    if app.config.get("MCC_GITHUB_ALLOWED_REPOS") is None:
+        logging.getLogger("mcc").warning(
+            "MCC_GITHUB_ALLOWED_REPOS is unset: operators may bind projects to any repository MCC's GitHub "
+            "credential reaches. Set it to the owners/repositories MCC may work on.")
 
 
 def _migrations_dir():

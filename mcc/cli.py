@@ -133,16 +133,18 @@ def status():
 @click.command("jobs")
 @click.option("--limit", default=50, show_default=True, help="Rows per state.")
 @click.option("--scheduled", is_flag=True, help="List the periodic jobs with their schedules instead.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the items of GET /api/v1/turns).")
 def jobs(limit, scheduled, as_json):
-    """List queued, running and failed agent turns with their conversation and agent."""
+    """List queued, held, running and failed agent turns with their conversation and agent."""
     import json
 
-    from sqlalchemy import select
+    from mcc.models.agent import Agent
+    from mcc.models.conversation import Conversation
+    from mcc.periodic import schedule_report
+    from mcc.schemas.turns import TurnSchema
+    from mcc.services.runs import list_turns
 
     if scheduled:
-        from mcc.periodic import schedule_report
-
         rows = schedule_report()
         if as_json:
             click.echo(json.dumps(rows, indent=2))
@@ -151,22 +153,23 @@ def jobs(limit, scheduled, as_json):
             click.echo(f"{row['name']}\t{row['schedule']}\tnext {row['next_run'] or 'not scheduled (no worker ran yet)'}"
                        f"\t{row['function']} on queue {row['queue']}: {row['description']}")
         return
-
-    from mcc.models.agent import Agent
-    from mcc.models.conversation import Conversation
-    from mcc.models.turn import Turn
-
-    for state in ("queued", "held", "running", "failed"):
-        rows = db.session.execute(
-            select(Turn, Conversation.title, Agent.name).join(Conversation, Conversation.id == Turn.conversation_id)
-            .join(Agent, Agent.id == Turn.agent_id).where(Turn.status == state)
-            .order_by(Turn.created_at.desc()).limit(limit)).all()
-        click.echo(f"{state} ({len(rows)}{'+' if len(rows) == limit else ''})")
-        for turn, title, agent_name in rows:
-            line = (f"  turn {turn.id}  agent {agent_name!r}  conversation {title!r} ({turn.conversation_id})"
-                    f"  attempts {turn.attempts}  created {turn.created_at:%Y-%m-%d %H:%M:%S}")
-            if turn.error:
-                line += f"  error: {turn.error}"
+    by_state = {state: list_turns(1, limit, state) for state in ("queued", "held", "running", "failed")}
+    if as_json:
+        click.echo(json.dumps({state: {"total": total, "items": TurnSchema(many=True).dump(items)}
+                               for state, (items, total) in by_state.items()}, indent=2))
+        return
+    for state, (items, total) in by_state.items():
+        click.echo(f"{state} ({total})")
+        for item in items:
+            agent, conversation = db.session.get(Agent, item["agent_id"]), db.session.get(Conversation,
+                                                                                           item["conversation_id"])
+            line = (f"  turn {item['id']}  agent {agent.name!r}  conversation {conversation.title!r} "
+                    f"({item['conversation_id']})  attempts {item['attempts']}  "
+                    f"created {item['created_at']:%Y-%m-%d %H:%M:%S}")
+            if item["heartbeat_age_s"] is not None:
+                line += f"  heartbeat {item['heartbeat_age_s']:.1f} s ago"
+            if item["error"]:
+                line += f"  error: {item['error']}"
             click.echo(line)
 
 

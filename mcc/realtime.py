@@ -227,6 +227,7 @@ def _sweep_connections(app, interval: float) -> None:
                 if gone:
                     log.info("socket %s cut: token expired, revoked or void", sid)
                     _cut(sid)
+            _report_connections()
             db.session.remove()
 
 
@@ -385,6 +386,7 @@ def on_connect(auth=None):
     global _sweeper_started
     with _connections_lock:
         _connections[request.sid] = connection
+        _report_connections()
         if not _sweeper_started:
             _sweeper_started = True
             socketio.start_background_task(_sweep_connections, current_app._get_current_object(),
@@ -409,6 +411,13 @@ def _authenticate_in_turn(token: str | None) -> Connection:
 def on_disconnect(*_args):
     with _connections_lock:
         _connections.pop(request.sid, None)
+        _report_connections()
+
+
+def _report_connections() -> None:
+    from mcc.metrics import report_socket_connections
+
+    report_socket_connections(len(_connections), current_app.config["MCC_SOCKET_SWEEP_SECONDS"] * 3)
 
 
 class _ConversationRef(ma.Schema):

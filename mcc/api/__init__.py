@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask_smorest import Api
 
+from mcc import hardening  # noqa: F401  (its argument parser, before any blueprint uses one)
 from mcc.errors import handle_http_exception
 from mcc.schemas.common import ErrorSchema
 
@@ -24,7 +25,7 @@ api = MccApi()
 
 def init_app(app) -> None:
     from mcc.api import agents, analytics, auth, budget, conversations, emergency, notifications, projects, users
-    from mcc.api import github_settings, issues, pull_requests, tasks, webhooks
+    from mcc.api import audit, github_settings, issues, pull_requests, tasks, turns, webhooks
 
     api.init_app(app, spec_kwargs={
         "security": BEARER,
@@ -37,6 +38,6 @@ def init_app(app) -> None:
     })
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
-    for module in (auth, users, projects, agents, conversations, emergency, budget, analytics, notifications,
-                   issues, pull_requests, webhooks, github_settings, tasks):
+    for module in (auth, users, audit, projects, agents, conversations, emergency, budget, analytics, notifications,
+                   issues, pull_requests, webhooks, github_settings, tasks, turns):
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask.views import MethodView
+from flask_jwt_extended import current_user
 from flask_smorest import Blueprint
 
 from mcc.extensions import db
@@ -39,10 +40,11 @@ class Projects(MethodView):
     def post(self, body):
         """Create a project (operator)
 
-        `github_repo` must look like `owner/repo` and not be bound to another project
-        (case-insensitive); otherwise 422 VALIDATION_ERROR naming the field.
+        `github_repo` must look like `owner/repo`, be allowed by `MCC_GITHUB_ALLOWED_REPOS` and not be
+        bound to another project (case-insensitive); otherwise 422 VALIDATION_ERROR naming the field.
+        `github_app_id` and `github_installation_id` are set by an admin only (403 otherwise).
         """
-        project = service.create_project(body)
+        project = service.create_project(body, current_user)
         db.session.commit()
         github_sync.sync_new_project(project)  # imports the repository's issues and PRs when GitHub is configured
         return with_stats([project])[0]
@@ -59,8 +61,8 @@ class ProjectById(MethodView):
     @blp.arguments(ProjectUpdateSchema)
     @blp.response(200, ProjectSchema)
     def patch(self, body, project_id):
-        """Update a project (operator)"""
-        project = service.update_project(project_id, body)
+        """Update a project (operator; `github_app_id` and `github_installation_id`: admin)"""
+        project = service.update_project(project_id, body, current_user)
         db.session.commit()
         return with_stats([project])[0]
 

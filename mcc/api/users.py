@@ -14,6 +14,7 @@ from mcc.schemas.auth import UserSchema
 from mcc.schemas.common import page_of
 from mcc.schemas.users import UserCreateSchema, UserPageSchema, UserQueryArgsSchema, UserUpdateSchema
 from mcc.security import requires_role
+from mcc.services import audit
 from mcc.services import users as user_service
 from mcc.services.auth import void_all_tokens
 
@@ -70,7 +71,9 @@ class UserById(MethodView):
         """
         user = _user_or_404(user_id)
         user_service.ensure_an_admin_remains(user, body.get("role"), body.get("is_active"))
-        changed = any(key in body and getattr(user, key) != value for key, value in body.items())
+        changed = audit.changes(user, body)
+        if changed:
+            audit.record("user.updated", "user", user.id, {"username": user.username, "changes": changed})
         for key, value in body.items():
             setattr(user, key, value)
         if changed:

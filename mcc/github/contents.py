@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from urllib.parse import quote
-
 from mcc.github.auth import SharedCache, client_for, is_configured
+from mcc.github.paths import UnsafePath, contents_url
 from mcc.redis_store import get_redis
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,13 @@ def read_rules(project, path: str | None) -> str | None:
         return None if cached == _MISSING else cached
     text = None
     try:
+        url = contents_url(project.github_repo, path.lstrip("/"))
+    except UnsafePath as exc:
+        log.warning("rules file path %r of %s refused: %s", path, project.github_repo, exc)
+        return None
+    try:
         client = client_for(project, max_wait=2.0, max_retries=1)
-        data = client.request("GET", f"/repos/{project.github_repo}/contents/{quote(path.lstrip('/'))}",
+        data = client.request("GET", url,
                               accept="application/vnd.github.raw+json").data
         if isinstance(data, str):  # a directory answers a JSON listing instead
             text = data[:RULES_MAX_CHARS]

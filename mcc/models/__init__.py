@@ -8,3 +8,4 @@ from mcc.models.turn import LedgerEntry, Turn  # noqa: F401
 from mcc.models.control import EmergencyEvent, Notification, notification_reads  # noqa: F401
 from mcc.models.budget import BudgetAlert, BudgetLimit, CostDaily  # noqa: F401
 from mcc.models.task import Task, TaskTransition  # noqa: F401
+from mcc.models.audit import AuditEvent  # noqa: F401

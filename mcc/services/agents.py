@@ -13,7 +13,9 @@ from mcc.models.agent import Agent
 from mcc.models.conversation import Message
 from mcc.models.turn import LedgerEntry
 from mcc.models.types import utcnow
+from mcc.services import audit
 from mcc.services.clock import start_of_today
+from mcc.services import cancellation
 from mcc.services.lookup import get_scoped
 from mcc.services.projects import get_project
 
@@ -99,6 +101,7 @@ def create_agent(project_id: uuid.UUID, data: dict) -> Agent:
     agent = Agent(project_id=project_id)
     _apply(agent, dict(data))
     _save_in_savepoint(agent.name, lambda: db.session.add(agent))
+    audit.record("agent.created", "agent", agent.id, {"project_id": project_id, **data})
     return agent
 
 
@@ -106,7 +109,10 @@ def update_agent(project_id: uuid.UUID, agent_id: uuid.UUID, data: dict) -> Agen
     agent = get_agent(project_id, agent_id)
     if "name" in data:
         _check_name_free(project_id, data["name"], except_id=agent.id)
+    audit.record("agent.updated", "agent", agent.id, {"project_id": project_id, "changes": data})
     _save_in_savepoint(data.get("name", agent.name), lambda: _apply(agent, dict(data)))
+    if data.get("is_active") is False:
+        cancellation.stop_running(f"{agent.name} was deactivated", agent_id=agent.id)
     return agent
 
 
@@ -120,6 +126,8 @@ def reset_agent(project_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
     agent = get_agent(project_id, agent_id)
     agent.memory_reset_at = utcnow()
     agent.status = "idle"
+    audit.record("agent.reset", "agent", agent.id, {"project_id": project_id, "name": agent.name})
     cancel_waiting_turns(agent_id=agent.id, why=f"{agent.name} was reset")
+    cancellation.stop_running(f"{agent.name} was reset", agent_id=agent.id)
     db.session.flush()
     return agent

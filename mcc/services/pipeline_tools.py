@@ -9,10 +9,12 @@ import logging
 from urllib.parse import quote
 
 import marshmallow as ma
+from flask import current_app
 from marshmallow import validate
 from sqlalchemy import select
 
 from mcc.extensions import db
+from mcc.github.paths import UnsafePath, contents_url, protected_prefix, repo_path
 from mcc.models.github import PullRequest
 from mcc.models.task import PRIORITIES, Task
 from mcc.services import pipeline, tasks
@@ -99,7 +101,7 @@ def _refusing(run):
     def wrapper(args, ctx):
         try:
             return run(args, ctx)
-        except ToolRefusal as exc:
+        except (ToolRefusal, UnsafePath) as exc:
             return {"error": str(exc)}
         except tasks.IllegalTransition as exc:
             return {"error": exc.message, "details": exc.details}
@@ -130,10 +132,11 @@ def _create_tasks(args, ctx):
 # --- coder ---------------------------------------------------------------------------------------
 
 def _list_files(args, ctx):
-    client = _client(ctx)
     repo = ctx.project.github_repo
-    path = args["path"].strip("/")
-    listing = client.get(f"/repos/{repo}/contents/{quote(path)}", params={"ref": _default_branch(client, repo)})
+    path = repo_path(args["path"], allow_root=True)
+    url = contents_url(repo, path, allow_root=True)  # refused before any request
+    client = _client(ctx)
+    listing = client.get(url, params={"ref": _default_branch(client, repo)})
     if isinstance(listing, dict):
         listing = [listing]
     return {"path": path, "entries": [{"name": e.get("name"), "path": e.get("path"), "type": e.get("type"),
@@ -141,12 +144,11 @@ def _list_files(args, ctx):
 
 
 def _read_file(args, ctx):
-    client = _client(ctx)
     repo = ctx.project.github_repo
-    path = args["path"].strip("/")
-    if not path:
-        raise ToolRefusal("path is required")
-    text = client.request("GET", f"/repos/{repo}/contents/{quote(path)}",
+    path = repo_path(args["path"])
+    url = contents_url(repo, path)  # refused before any request
+    client = _client(ctx)
+    text = client.request("GET", url,
                           params={"ref": _default_branch(client, repo)},
                           accept="application/vnd.github.raw+json").data
     if not isinstance(text, str):
@@ -168,6 +170,15 @@ def _pull_request_of(task: Task) -> PullRequest | None:
                               .order_by(PullRequest.created_at.desc())).first()
 
 
+def _refuse_protected(paths: list[str]) -> None:
+    """Workflow files run with the repository's secrets on push: agents never write or delete them."""
+    protected = current_app.config["MCC_PROTECTED_PATHS"]
+    hits = sorted({p for p in paths if protected_prefix(p, protected)})
+    if hits:
+        raise ToolRefusal(f"these paths are protected and cannot be changed by an agent: {', '.join(hits)} "
+                          f"(protected: {', '.join(protected)}); a person must change them")
+
+
 def _submit_changes(args, ctx):
     from mcc.github import records
 
@@ -176,6 +187,9 @@ def _submit_changes(args, ctx):
         raise ToolRefusal(f"the task is {task.status}; changes are submitted while in progress")
     if not args["files"] and not args["delete"]:
         raise ToolRefusal("nothing to commit: give files and/or delete")
+    written = [repo_path(change["path"]) for change in args["files"]]
+    deleted = [repo_path(path) for path in args["delete"]]
+    _refuse_protected(written + deleted)
     client = _client(ctx)
     repo = ctx.project.github_repo
     default = _default_branch(client, repo)
@@ -185,11 +199,11 @@ def _submit_changes(args, ctx):
     base_sha = client.get(f"/repos/{repo}/git/ref/heads/{quote(base_ref)}")["object"]["sha"]
     base_tree = client.get(f"/repos/{repo}/git/commits/{base_sha}")["tree"]["sha"]
     entries = []
-    for change in args["files"]:
+    for path, change in zip(written, args["files"]):
         blob = client.post(f"/repos/{repo}/git/blobs", json={"content": change["content"], "encoding": "utf-8"})
-        entries.append({"path": change["path"].lstrip("/"), "mode": "100644", "type": "blob", "sha": blob["sha"]})
-    for path in args["delete"]:
-        entries.append({"path": path.lstrip("/"), "mode": "100644", "type": "blob", "sha": None})
+        entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
+    for path in deleted:
+        entries.append({"path": path, "mode": "100644", "type": "blob", "sha": None})
     tree = client.post(f"/repos/{repo}/git/trees", json={"base_tree": base_tree, "tree": entries})
     commit = client.post(f"/repos/{repo}/git/commits",
                          json={"message": args["title"], "tree": tree["sha"], "parents": [base_sha]})

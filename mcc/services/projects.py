@@ -4,15 +4,17 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from mcc.errors import ValidationFailed
+from mcc.errors import Forbidden, ValidationFailed
 from mcc.extensions import db
 from mcc.models.conversation import Conversation
 from mcc.models.github import Issue
 from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry
+from mcc.services import audit
 from mcc.services.clock import start_of_today
 from mcc.services.lookup import get_scoped
 
@@ -90,17 +92,49 @@ def _save_in_savepoint(github_repo: str | None, change) -> None:
         raise
 
 
-def create_project(data: dict) -> Project:
+def repo_allowed(github_repo: str, allowed: list[str] | None) -> bool:
+    """``allowed`` holds owners (``acme``) and repositories (``acme/app``), case-insensitive; None: all."""
+    if allowed is None:
+        return True
+    wanted = github_repo.lower()
+    owner = wanted.split("/", 1)[0]
+    return any(entry.lower() in (owner, wanted) for entry in allowed)
+
+
+def _check_repo_allowed(github_repo: str) -> None:
+    if not repo_allowed(github_repo, current_app.config.get("MCC_GITHUB_ALLOWED_REPOS")):
+        raise ValidationFailed(f"The repository {github_repo} is not in MCC_GITHUB_ALLOWED_REPOS.",
+                               {"github_repo": ["Not an allowed repository; an administrator sets "
+                                                "MCC_GITHUB_ALLOWED_REPOS."]})
+
+
+def _check_installation_fields(data: dict, project: Project | None, user) -> None:
+    """Which App and installation a project uses decides which credential reaches which
+    repositories: only an admin sets them (sending the current value, or null on create, is fine)."""
+    if user is None or user.role == "admin":
+        return
+    for field in ("github_app_id", "github_installation_id"):
+        if field in data and data[field] != (getattr(project, field) if project is not None else None):
+            raise Forbidden(f"Only an admin may set {field}.")
+
+
+def create_project(data: dict, user=None) -> Project:
+    _check_installation_fields(data, None, user)
+    _check_repo_allowed(data["github_repo"])
     _check_repo_free(data["github_repo"])
     project = Project(**data)
     _save_in_savepoint(data["github_repo"], lambda: db.session.add(project))
+    audit.record("project.created", "project", project.id, data)
     return project
 
 
-def update_project(project_id: uuid.UUID, data: dict) -> Project:
+def update_project(project_id: uuid.UUID, data: dict, user=None) -> Project:
     project = get_project(project_id)
+    _check_installation_fields(data, project, user)
     if "github_repo" in data:
+        _check_repo_allowed(data["github_repo"])
         _check_repo_free(data["github_repo"], except_id=project.id)
+    audit.record_update("project", project, data)
 
     def change():
         for key, value in data.items():
@@ -116,5 +150,6 @@ def delete_project(project_id: uuid.UUID) -> None:
 
     project = get_project(project_id)
     delete_limits_of(project.id)
+    audit.record("project.deleted", "project", project.id, {"name": project.name, "github_repo": project.github_repo})
     db.session.delete(project)
     db.session.flush()

@@ -17,6 +17,7 @@ from mcc.models.github import Issue, PullRequest, PullRequestReview
 from mcc.models.project import Project
 from mcc.models.task import Task
 from mcc.models.types import utcnow
+from mcc.services import audit
 from mcc.services.github_sync import note_github_failure
 from mcc.services.lookup import get_scoped
 
@@ -111,6 +112,11 @@ def approve(project_id: uuid.UUID, pull_request_id: uuid.UUID, user) -> PullRequ
     except GitHubApiError:
         pr.github_updated_at = utcnow()
     db.session.flush()
+    audit.record("pull_request.approved", "pull_request", pr.id,
+                 {"project_id": project.id, "number": number, "head_sha": sha})
+    audit.record("pull_request.merged", "pull_request", pr.id,
+                 {"project_id": project.id, "number": number, "merge_commit_sha": pr.merge_commit_sha,
+                  "merge_method": project.github_merge_method})
     pipeline().on_pull_request_merged(pr, user)  # completes the linked task (docs/pipeline.md)
     return with_links([pr])[0]
 
@@ -138,6 +144,8 @@ def reject(project_id: uuid.UUID, pull_request_id: uuid.UUID, user, feedback: st
     _record_rejection(pr, user, feedback, kind, posted)
     records.recompute_review_state(pr)
     db.session.flush()
+    audit.record("pull_request.rejected", "pull_request", pr.id,
+                 {"project_id": project.id, "number": number, "feedback": feedback[:500], "posted_as": kind})
     pipeline().on_pull_request_rejected(pr, user, feedback)  # the task goes back to its coder
     return with_links([pr])[0]
 

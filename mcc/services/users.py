@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from mcc.errors import Conflict, NotFound, ValidationFailed
 from mcc.extensions import db
 from mcc.models.auth import ROLES, User
-from mcc.services.auth import find_user, hash_password, void_all_tokens
+from mcc.services import audit
+from mcc.services.auth import find_user, hash_password, two_factor_changed, void_all_tokens
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 MIN_PASSWORD_LENGTH = 10
@@ -31,6 +32,7 @@ def create_user(username: str, password: str, role: str) -> User:
     user = User(username=username.lower(), password_hash=hash_password(password), role=role)
     db.session.add(user)
     db.session.flush()
+    audit.record("user.created", "user", user.id, {"username": user.username, "role": role})
     return user
 
 
@@ -49,6 +51,7 @@ def set_password(username: str, password: str) -> User:
     _check_password(password)
     user = get_user(username)
     user.password_hash = hash_password(password)
+    audit.record("user.password_set", "user", user.id, {"username": user.username})
     void_all_tokens(user)
     return user
 
@@ -69,6 +72,7 @@ def disable_user(username: str) -> User:
     user = get_user(username)
     ensure_an_admin_remains(user, is_active=False)
     user.is_active = False
+    audit.record("user.disabled", "user", user.id, {"username": user.username})
     void_all_tokens(user)
     return user
 
@@ -78,5 +82,7 @@ def reset_two_factor(username: str) -> User:
     user.totp_secret = None
     user.totp_pending_secret = None
     user.totp_last_step = None
+    audit.record("auth.2fa_reset", "user", user.id, {"username": user.username})
     void_all_tokens(user)
+    two_factor_changed(user, "reset")
     return user

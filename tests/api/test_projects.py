@@ -44,11 +44,11 @@ def today_at(minutes_after_midnight: int = 0) -> datetime:
 
 # --- create / get / shape ------------------------------------------------------------------------
 
-def test_create_project_answers_the_spec_fields_and_get_returns_the_same(client, operator):
+def test_create_project_answers_the_spec_fields_and_get_returns_the_same(client, admin):
     """POST /projects stores every spec field and answers 201 with zeroed stats; GET returns it unchanged."""
     body = {"name": "My Project", "description": "The thing", "github_repo": "octo-org/octo-repo",
             "github_app_id": "12345", "github_installation_id": "67890"}
-    response = client.post(API, json=body, headers=operator)
+    response = client.post(API, json=body, headers=admin)
     assert response.status_code == 201, response.get_json()
     created = response.get_json()
     assert set(created) == PROJECT_FIELDS
@@ -59,7 +59,7 @@ def test_create_project_answers_the_spec_fields_and_get_returns_the_same(client,
     assert ISO_Z.match(created["created_at"])
     assert created["stats"] == {"open_issues": 0, "active_conversations": 0, "today_cost": 0.0}
 
-    fetched = client.get(f"{API}/{created['id']}", headers=operator)
+    fetched = client.get(f"{API}/{created['id']}", headers=admin)
     assert fetched.status_code == 200
     assert fetched.get_json() == created
 
@@ -78,7 +78,8 @@ def test_create_requires_name_and_github_repo_and_refuses_unknown_fields(client,
 
 @pytest.mark.parametrize("repo", ["noslash", "owner/", "/repo", "owner/repo/extra", "own er/repo",
                                   "https://github.com/owner/repo", "-owner/repo", "owner-/repo", "ow--ner/repo",
-                                  "owner/re po", "a" * 40 + "/repo", "", "owner/repo\n"])
+                                  "owner/re po", "a" * 40 + "/repo", "", "owner/repo\n",
+                                  "acme/..", "acme/."])
 def test_github_repo_must_look_like_owner_slash_repo(client, operator, repo):
     """A github_repo that is not owner/repo is 422 VALIDATION_ERROR naming github_repo; nothing is stored."""
     response = client.post(API, json={"name": "Bad", "github_repo": repo}, headers=operator)
@@ -434,3 +435,59 @@ def test_a_repo_bound_concurrently_is_still_422_and_the_session_stays_usable(cli
     listed = client.get(API, headers=operator)
     assert listed.status_code == 200
     assert sorted(p["github_repo"] for p in listed.get_json()["items"]) == ["octo/mine", "octo/raced"]
+
+
+# --- which repositories and credentials a project may use ---------------------------------------
+
+@pytest.fixture
+def allowed_repos(app):
+    saved = app.config.get("MCC_GITHUB_ALLOWED_REPOS")
+    app.config["MCC_GITHUB_ALLOWED_REPOS"] = ["acme", "Partner/Shared-Repo"]
+    yield
+    app.config["MCC_GITHUB_ALLOWED_REPOS"] = saved
+
+
+@pytest.mark.parametrize("repo", ["victim/private", "partner/other", "acmecorp/app", "acme-x/app"])
+def test_binding_outside_the_allow_list_is_refused(client, operator, allowed_repos, repo):
+    response = client.post(API, json={"name": "Out", "github_repo": repo}, headers=operator)
+    assert "github_repo" in assert_error(response, 422, "VALIDATION_ERROR")["details"]
+    assert client.get(API, headers=operator).get_json()["total"] == 0
+
+
+@pytest.mark.parametrize("repo", ["acme/app", "ACME/Other", "partner/shared-repo"])
+def test_binding_inside_the_allow_list_is_accepted(client, operator, allowed_repos, repo):
+    assert client.post(API, json={"name": "In", "github_repo": repo}, headers=operator).status_code == 201
+
+
+def test_patch_cannot_move_a_project_outside_the_allow_list(client, operator, allowed_repos):
+    created = client.post(API, json={"name": "In", "github_repo": "acme/app"}, headers=operator).get_json()
+    response = client.patch(f"{API}/{created['id']}", json={"github_repo": "victim/private"}, headers=operator)
+    assert "github_repo" in assert_error(response, 422, "VALIDATION_ERROR")["details"]
+
+
+def test_an_unset_allow_list_is_warned_about_at_start(test_env, caplog):
+    from mcc import create_app
+
+    env = {k: v for k, v in test_env.items() if k != "MCC_GITHUB_ALLOWED_REPOS"}
+    with caplog.at_level("WARNING"):
+        create_app({"TESTING": True}, env=env)
+    assert any("MCC_GITHUB_ALLOWED_REPOS is unset" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        create_app({"TESTING": True}, env={**env, "MCC_GITHUB_ALLOWED_REPOS": "acme"})
+    assert not any("MCC_GITHUB_ALLOWED_REPOS" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("field", ["github_app_id", "github_installation_id"])
+def test_only_an_admin_sets_installation_fields(client, operator, admin, field):
+    response = client.post(API, json={"name": "P", "github_repo": "acme/app", field: "4242"}, headers=operator)
+    assert_error(response, 403, "FORBIDDEN")
+    created = client.post(API, json={"name": "P", "github_repo": "acme/app", field: None}, headers=operator)
+    assert created.status_code == 201, created.get_json()
+    url = f"{API}/{created.get_json()['id']}"
+    assert_error(client.patch(url, json={field: "4242"}, headers=operator), 403, "FORBIDDEN")
+    assert client.get(url, headers=operator).get_json()[field] is None
+    response = client.patch(url, json={field: "4242"}, headers=admin)
+    assert response.status_code == 200 and response.get_json()[field] == "4242"
+    # Sending the value it already has (a form round trip) is not a change.
+    assert client.patch(url, json={field: "4242", "name": "Q"}, headers=operator).status_code == 200
