@@ -1,17 +1,16 @@
 """One message fanned out to N connected Socket.IO clients: delivery latency, product vs floor.
 
 Usage (from the repository root):
-    .venv/bin/python bench/socket_fanout.py --mode threading [--threads 100] [--clients 500] [--rounds 20]
-    .venv/bin/python bench/socket_fanout.py --mode gevent [--psycogreen on|off] [--clients 500] [--rounds 20]
+    .venv/bin/python bench/socket_fanout.py --mode gevent [--clients 500] [--rounds 20]      # the Procfile line
+    .venv/bin/python bench/socket_fanout.py --mode threading [--threads 1000] [--clients 500] [--rounds 20]
 
 What it does, all by itself:
   1. throwaway PostgreSQL database + `flask --app wsgi db upgrade`, a private Redis database (13 if
      free, flushed before and after); an admin user, a project and a conversation with no agents
      (so posting queues no agent turn), created through the services;
   2. starts two servers with the same gunicorn worker class and async mode:
-       product: MCC (`wsgi:app`; for threading the Procfile `web:` line, --threads overridable;
-                for gevent `gunicorn --worker-class gevent --workers 1 ...` with
-                MCC_SOCKETIO_ASYNC_MODE=gevent and, unless --psycogreen off, -c bench/gunicorn_gevent.conf.py)
+       product: MCC (`wsgi:app`; for gevent the Procfile `web:` line, psycopg2 patched by MCC itself;
+                for threading the former line, `gunicorn --worker-class gthread --threads N ...`)
        floor:   bench/floor_server.py, a bare Flask-SocketIO app with the same Redis message queue
                 whose POST /emit emits its body to one room (no DB, no auth)
   3. this process (the load generator, separate from both servers) connects N python-socketio
@@ -82,12 +81,14 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / CLK_TCK
 
 
-def server_command(mode: str, threads: int, psycogreen: bool, app: str) -> tuple[str, dict]:
+GTHREAD_LINE = ("gunicorn --worker-class gthread --workers 1 --threads 1000 --worker-connections 2000 "
+                "--bind 0.0.0.0:$PORT wsgi:app")
+
+
+def server_command(mode: str, threads: int, app: str) -> tuple[str, dict]:
     if mode == "threading":
-        return with_app(with_threads(procfile_web(), threads), app), {"MCC_SOCKETIO_ASYNC_MODE": "threading"}
-    conf = "-c bench/gunicorn_gevent.conf.py " if psycogreen else ""
-    return (f"gunicorn --worker-class gevent --workers 1 --bind 0.0.0.0:$PORT --access-logfile - {conf}{app}",
-            {"MCC_SOCKETIO_ASYNC_MODE": "gevent"})
+        return with_app(with_threads(GTHREAD_LINE, threads), app), {"MCC_SOCKETIO_ASYNC_MODE": "threading"}
+    return with_app(procfile_web(), app), {"MCC_SOCKETIO_ASYNC_MODE": "gevent"}
 
 
 class Fleet:
@@ -209,8 +210,8 @@ async def blocking_probe(http: aiohttp.ClientSession, base: str, headers: dict, 
 
 async def run(args, env: dict, ids: dict, tmp: Path, database_url: str) -> dict:
     result: dict = {}
-    command, extra = server_command(args.mode, args.threads, args.psycogreen == "on", "wsgi:app")
-    floor_command, _ = server_command(args.mode, args.threads, args.psycogreen == "on", "bench.floor_server:app")
+    command, extra = server_command(args.mode, args.threads, "wsgi:app")
+    floor_command, _ = server_command(args.mode, args.threads, "bench.floor_server:app")
     server_env = {**env, **extra}
     product = WebProcess(command, server_env, tmp / "product.log", "product")
     floor = None
@@ -328,10 +329,7 @@ def main() -> int:
     parser.add_argument("--mode", choices=["threading", "gevent"], required=True)
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threading: gunicorn --threads (default: the Procfile's value)")
-    parser.add_argument("--psycogreen", choices=["on", "off"], default="on",
-                        help="gevent: patch psycopg2 with psycogreen via bench/gunicorn_gevent.conf.py")
+    parser.add_argument("--threads", type=int, default=1000, help="threading: gunicorn --threads")
     parser.add_argument("--timeout", type=float, default=20, help="seconds to wait for a POST or a full fan-out")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between fan-outs")
     parser.add_argument("--redis", choices=["private", "shared"], default="private",
@@ -339,17 +337,11 @@ def main() -> int:
                              "whose pub/sub channels other processes share")
     args = parser.parse_args()
     exit_on_sigterm()
-    if args.threads is None:
-        import re
-        found = re.search(r"--threads\s+(\d+)", procfile_web())
-        args.threads = int(found.group(1)) if found else 100
 
     summary: dict = {"bench": "socket_fanout", "mode": args.mode, "clients": args.clients, "rounds": args.rounds,
                      "redis": args.redis, "machine": machine()}
     if args.mode == "threading":
         summary["threads"] = args.threads
-    else:
-        summary["psycogreen"] = args.psycogreen
     with workdir() as tmp, throwaway_database() as database_url, redis_server(args.redis) as redis_base, \
             private_redis(base_url=redis_base) as redis_url:
         env = bench_env(database_url, redis_url, tmp / "instance")
@@ -358,7 +350,7 @@ def main() -> int:
         summary.update(asyncio.run(run(args, env, ids, tmp, database_url)))
 
     print(f"\n== fan-out to {args.clients} clients, mode {args.mode}"
-          + (f" --threads {args.threads}" if args.mode == "threading" else f" psycogreen {args.psycogreen}")
+          + (f" --threads {args.threads}" if args.mode == "threading" else "")
           + f", {args.rounds} rounds, ms ==")
     print(f"{'server':<10}{'conn':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'rnd p99':>9}{'last':>9}{'POST p50':>10}"
           f"{'CPU/round':>11}")

@@ -292,12 +292,17 @@ class _Admission:
         self.auth_seconds = 5.0
         self.queue_seconds = 2.0
         self.slots = threading.BoundedSemaphore(32)
+        self.answer_seconds = 20.0
 
     def configure(self, config) -> None:
         self.max_per_ip = config["MCC_SOCKET_MAX_PER_IP"]
         self.auth_seconds = config["MCC_SOCKET_AUTH_SECONDS"]
         self.queue_seconds = config["MCC_SOCKET_QUEUE_SECONDS"]
         self.slots = threading.BoundedSemaphore(config["MCC_SOCKET_CONCURRENCY"])
+        engine = config.get("SQLALCHEMY_ENGINE_OPTIONS", {})
+        # slot wait + a few Redis round trips + a database connection + the usual deadline
+        self.answer_seconds = (self.queue_seconds + 3 * config["MCC_REDIS_TIMEOUT"] + engine.get("pool_timeout", 0)
+                               + engine.get("connect_args", {}).get("connect_timeout", 0) + self.auth_seconds)
 
     def on_engineio_connect(self, eio_sid, environ):
         address = environ.get("REMOTE_ADDR") or "-"  # ProxyFix has set it when proxies are trusted
@@ -332,6 +337,14 @@ class _Admission:
         with self.lock:
             self.pending.pop(eio_sid, None)
 
+    def answering(self, sid: str) -> None:
+        """The client asked to connect: the deadline moves past the longest its answer (connect or
+        connect_error) may take; a refused client that stays is closed then."""
+        eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
+        with self.lock:
+            if eio_sid in self.pending:
+                self.pending[eio_sid] = time.monotonic() + self.answer_seconds
+
     def _close_unauthenticated(self):
         while True:
             socketio.sleep(min(1.0, self.auth_seconds / 2))
@@ -340,10 +353,14 @@ class _Admission:
                 late = [eio_sid for eio_sid, deadline in self.pending.items() if deadline <= now]
                 for eio_sid in late:
                     del self.pending[eio_sid]
+            eio = socketio.server.eio
             for eio_sid in late:
-                try:
-                    socketio.server.eio.disconnect(eio_sid)
-                except Exception:  # already gone
+                socket = eio.sockets.pop(eio_sid, None)
+                if socket is None:
+                    continue
+                try:  # without waiting for its send queue: a client that reads nothing cannot stall this loop
+                    socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+                except Exception:
                     log.debug("closing unauthenticated socket %s failed", eio_sid, exc_info=True)
             if late:
                 log.info("closed %d sockets that did not authenticate within %.0f s", len(late), self.auth_seconds)
@@ -354,9 +371,12 @@ _admission = _Admission()
 
 @socketio.on_error_default
 def _unhandled(exc):
-    """Last resort for a handler outside ``client_event``: log once, answer the ack."""
+    """Last resort for a handler outside ``client_event``: log once, answer the ack. A connect
+    that failed is refused (Flask-SocketIO would take any other return value as acceptance)."""
     request_id = str(uuid.uuid4())
     log.error("socket handler failed (request %s)", request_id, exc_info=exc)
+    if getattr(request, "event", {}).get("message") == "connect":
+        return False
     return {"ok": False, "error": {"code": "INTERNAL_ERROR", "message": "Internal error.",
                                    "details": {"request_id": request_id}}}
 
@@ -368,6 +388,7 @@ def _refuse_connect(code: str, message: str, **extra) -> SocketConnectionRefused
 @socketio.on("connect")
 def on_connect(auth=None):
     g.request_id = str(uuid.uuid4())
+    _admission.answering(request.sid)
     try:
         connection = _authenticate_in_turn(_token_from_handshake(auth))
     except Unauthorized as exc:
