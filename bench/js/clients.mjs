@@ -54,7 +54,12 @@ function connectOne(i, { base, token, joinEvent, joinData, answerS, onMessage, l
     socket.on("disconnect", (reason) => settle("disconnected before an answer", { code: reason }));
     socket.on("connect", async () => {
       try {
-        const ack = await socket.timeout(answerS * 1000).emitWithAck(joinEvent, joinData);
+        let ack;
+        for (let attempt = 1; attempt <= 5; attempt++) {  // SERVICE_UNAVAILABLE: back off and retry
+          ack = await socket.timeout(answerS * 1000).emitWithAck(joinEvent, joinData);
+          if (ack?.ok || ack?.error?.code !== "SERVICE_UNAVAILABLE") break;
+          await sleep(1000 + Math.random() * 2000);
+        }
         settle(ack && ack.ok ? "joined" : "join refused", ack && ack.ok ? {} : { code: ack?.error?.code });
       } catch (err) {
         settle("join: no ack");
