@@ -68,7 +68,8 @@ def ensure_scheduled() -> list[str]:
         if not redis.set(claim, "1", nx=True, ex=int(interval * 2) + 60):
             continue
         enqueue(periodic.func, queue=periodic.queue, job_id=periodic.job_id(slot),
-                delay=max(slot * interval - now, 0.001), description=f"periodic {periodic.name}: {periodic.description}")
+                delay=max(slot * interval - now, 0.001),
+                description=f"periodic {periodic.name}: {periodic.description}")
         scheduled.append(periodic.job_id(slot))
     return scheduled
 
