@@ -25,7 +25,7 @@ def _require_json_body():
 
 def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     """Build the app from the environment (``env``), then apply test ``overrides``."""
-    from mcc import api, cli, console, errors, health, jobs, metrics, realtime, redis_store, security
+    from mcc import api, cli, console, errors, hardening, health, jobs, metrics, realtime, redis_store, security
     from mcc import models  # noqa: F401  (registers every table with the metadata)
     from mcc.extensions import db, jwt, limiter, migrate
     from mcc.logging_setup import assign_request_id, configure_logging, echo_request_id, log_request
@@ -61,6 +61,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     limiter.exempt(console.bp)
     realtime.init_app(app)
     cli.init_app(app)
+    hardening.init_app(app)  # its URI check runs right after the request id is assigned
     app.after_request(echo_request_id)
     app.after_request(log_request)
     app.after_request(metrics.observe_request)

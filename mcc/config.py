@@ -22,7 +22,7 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("REDIS_URL", "unset (embedded mode)",
      "Redis for RQ, the Socket.IO queue, rate limits and token revocation"),
     ("MCC_SECRET_KEY", "generated once into `instance/secret_key` (development only)",
-     "signs tokens; required when `MCC_ENV=production`"),
+     "signs tokens and seals stored secrets; required when `MCC_ENV=production`, at least 32 bytes"),
     ("MCC_RATE_LIMIT", "100 per minute", "requests per client IP across the whole API"),
     ("MCC_LOGIN_RATE_LIMIT", "10 per minute",
      "requests per client IP to each of login, 2FA verify and refresh (separate counters)"),
@@ -79,14 +79,22 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_TURN_HEARTBEAT_SECONDS", "10", "liveness beat of a running turn; 3 missed beats = abandoned"),
     ("MCC_TURN_MAX_ATTEMPTS", "2", "runs of a turn whose worker died before it is marked failed"),
     ("MCC_REAPER_SECONDS", "15", "how often each worker looks for abandoned turns"),
+    ("MCC_CANCEL_POLL_SECONDS", "0.1", "how often a streaming LLM call checks whether it was told to stop"),
+    ("MCC_VELOCITY_LIMIT", "unset (off)",
+     "USD a project may spend in a window, e.g. `5 per 10 minutes`; crossing it pauses the project's agents"),
+    ("MCC_REQUIRE_2FA_FOR", "unset", "acts for which 2FA is mandatory, of `resume,limits,merge` (step-up: 403 "
+     "TWO_FACTOR_REQUIRED without a fresh code in `X-MCC-TOTP`)"),
+    ("MCC_LOOP_REPEATS", "3", "same tool call with the same arguments this many times in a turn stops the turn (0: off)"),
     ("MCC_AGENT_BUSY_RETRY_SECONDS", "2", "delay before retrying a turn whose agent is busy elsewhere"),
     ("MCC_GITHUB_API_URL", "https://api.github.com", "GitHub REST API base (GitHub Enterprise: `https://HOST/api/v3`)"),
     ("MCC_GITHUB_TOKEN", "unset", "a token for every project without its own GitHub App installation"),
     ("MCC_GITHUB_APP_ID", "unset", "GitHub App id for projects that set no `github_app_id`"),
     ("MCC_GITHUB_APP_PRIVATE_KEY", "unset", "the App's private key: PEM text (`\\n` escapes allowed) or a file path"),
     ("MCC_GITHUB_WEBHOOK_SECRET", "unset (webhooks refused, 503)",
-     "secret of `X-Hub-Signature-256`; a project may also have its own"),
+     "secret of `X-Hub-Signature-256` at `/webhooks/github`; a project may have its own (its own URL)"),
     ("MCC_GITHUB_WEBHOOK_RATE_LIMIT", "1000 per minute", "webhook deliveries per sender IP (not under MCC_RATE_LIMIT)"),
+    ("MCC_GITHUB_WEBHOOK_CONCURRENCY", "4",
+     "webhook requests one web process reads and verifies at once; more wait up to 5 s, then 503"),
     ("MCC_GITHUB_WEBHOOK_MAX_BYTES", "26214400", "largest accepted webhook body (GitHub caps payloads at 25 MB)"),
     ("MCC_GITHUB_TIMEOUT", "30", "seconds one GitHub API request may take"),
     ("MCC_GITHUB_MAX_RETRIES", "3", "retries of GitHub 5xx and connection failures (exponential backoff)"),
@@ -123,6 +131,34 @@ DEFAULT_PROTECTED_PATHS = ".github/workflows/,.github/actions/,.github/CODEOWNER
 def _list(value: str | None, default: str) -> list[str]:
     """A comma-separated setting; unset means ``default`` (an empty value means an empty list)."""
     return [item.strip() for item in (default if value is None else value).split(",") if item.strip()]
+
+
+STEP_UP_ACTS = ("resume", "limits", "merge")
+
+
+def _step_up_acts(value: str | None) -> frozenset:
+    acts = frozenset(_list(value, ""))
+    unknown = acts - set(STEP_UP_ACTS)
+    if unknown:
+        raise ConfigError(f"MCC_REQUIRE_2FA_FOR lists {', '.join(sorted(unknown))}; known acts: {', '.join(STEP_UP_ACTS)}")
+    return acts
+
+
+_WINDOW_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_velocity(value: str | None):
+    """``"5 per 10 minutes"`` -> (Decimal("5"), 600.0); ``"2.5 per hour"`` -> (2.5, 3600); unset -> None."""
+    import re
+    from decimal import Decimal
+
+    if not value or not value.strip():
+        return None
+    match = re.fullmatch(r"\s*\$?(\d+(?:\.\d+)?)\s+per\s+(?:(\d+(?:\.\d+)?)\s+)?(second|minute|hour|day)s?\s*",
+                         value, re.IGNORECASE)
+    if match is None or Decimal(match.group(1)) <= 0 or (match.group(2) and float(match.group(2)) <= 0):
+        raise ConfigError(f"MCC_VELOCITY_LIMIT must look like '5 per 10 minutes', not {value!r}")
+    return Decimal(match.group(1)), float(match.group(2) or 1) * _WINDOW_UNITS[match.group(3).lower()]
 
 
 def _price_pair(value: str):
@@ -187,8 +223,27 @@ def normalise_database_url(url: str) -> str:
 
 def _instance_dir(env: dict) -> Path:
     path = Path(env.get("MCC_INSTANCE_PATH") or PROJECT_ROOT / "instance")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (SQLite would create it 0644, and its
+    journal files copy the database file's mode)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+MIN_SECRET_BYTES = 32
 
 
 def _development_secret(instance: Path) -> str:
@@ -212,16 +267,21 @@ def load_config(env: dict | None = None) -> dict:
     instance = _instance_dir(env)
 
     secret = env.get("MCC_SECRET_KEY")
+    how = ("set it to a long random string (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(64))'`) "
+           "shared by every web and worker process.")
     if not secret:
         if production:
-            raise ConfigError(
-                "MCC_SECRET_KEY is not set. In production MCC refuses to start without it: "
-                "set it to a long random string (e.g. `python -c 'import secrets; "
-                "print(secrets.token_urlsafe(64))'`) shared by every web and worker process."
-            )
+            raise ConfigError(f"MCC_SECRET_KEY is not set. In production MCC refuses to start without it: {how}")
         secret = _development_secret(instance)
+    elif production and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"MCC_SECRET_KEY is {len(secret.encode())} bytes; in production MCC requires at least "
+                          f"{MIN_SECRET_BYTES} (it signs every token and seals stored secrets): {how}")
 
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance / 'mcc.db'}"
+    sqlite_file = _sqlite_file(database_url)
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(sqlite_file)
     redis_url = env.get("REDIS_URL") or None
     log_format = env.get("MCC_LOG_FORMAT") or ("json" if production else "text")
 
@@ -278,6 +338,10 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_TURN_HEARTBEAT_SECONDS": float(env.get("MCC_TURN_HEARTBEAT_SECONDS", 10)),
         "MCC_TURN_MAX_ATTEMPTS": int(env.get("MCC_TURN_MAX_ATTEMPTS", 2)),
         "MCC_REAPER_SECONDS": float(env.get("MCC_REAPER_SECONDS", 15)),
+        "MCC_CANCEL_POLL_SECONDS": float(env.get("MCC_CANCEL_POLL_SECONDS", 0.1)),
+        "MCC_VELOCITY_LIMIT": parse_velocity(env.get("MCC_VELOCITY_LIMIT")),
+        "MCC_LOOP_REPEATS": int(env.get("MCC_LOOP_REPEATS", 3)),
+        "MCC_REQUIRE_2FA_FOR": _step_up_acts(env.get("MCC_REQUIRE_2FA_FOR")),
         "MCC_AGENT_BUSY_RETRY_SECONDS": float(env.get("MCC_AGENT_BUSY_RETRY_SECONDS", 2)),
         "MCC_GITHUB_API_URL": (env.get("MCC_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
         "MCC_GITHUB_TOKEN": env.get("MCC_GITHUB_TOKEN") or None,
@@ -285,6 +349,7 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_GITHUB_APP_PRIVATE_KEY": env.get("MCC_GITHUB_APP_PRIVATE_KEY") or None,
         "MCC_GITHUB_WEBHOOK_SECRET": env.get("MCC_GITHUB_WEBHOOK_SECRET") or None,
         "MCC_GITHUB_WEBHOOK_RATE_LIMIT": env.get("MCC_GITHUB_WEBHOOK_RATE_LIMIT", "1000 per minute"),
+        "MCC_GITHUB_WEBHOOK_CONCURRENCY": int(env.get("MCC_GITHUB_WEBHOOK_CONCURRENCY", 4)),
         "MCC_GITHUB_WEBHOOK_MAX_BYTES": int(env.get("MCC_GITHUB_WEBHOOK_MAX_BYTES", 25 * 1024 * 1024)),
         "MCC_GITHUB_TIMEOUT": float(env.get("MCC_GITHUB_TIMEOUT", 30)),
         "MCC_GITHUB_MAX_RETRIES": int(env.get("MCC_GITHUB_MAX_RETRIES", 3)),
@@ -315,7 +380,8 @@ def load_config(env: dict | None = None) -> dict:
         "OPENAPI_URL_PREFIX": "/api/v1",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "docs",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI's assets from the pinned flask-swagger-ui package (mcc/hardening.py), never a CDN.
+        "OPENAPI_SWAGGER_UI_URL": "/api/v1/docs/assets/",
     }
 
 

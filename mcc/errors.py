@@ -25,6 +25,7 @@ STATUS_CODES = {
     405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
     429: "RATE_LIMITED",
@@ -51,6 +52,12 @@ class Unauthorized(ApiError):
 
 class Forbidden(ApiError):
     status, code = 403, "FORBIDDEN"
+
+
+class TwoFactorRequired(ApiError):
+    """A dangerous act without a fresh TOTP code (``details.reason`` says what is missing)."""
+
+    status, code = 403, "TWO_FACTOR_REQUIRED"
 
 
 class NotFound(ApiError):

@@ -9,7 +9,7 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from mcc.llm.gateway import Gateway, LLMError, LLMSettings
+from mcc.llm.gateway import CancelToken, Gateway, LLMCancelled, LLMError, LLMSettings
 from mcc.llm.prices import load_prices
 from tests.live import free_port
 from tests.stubs.llm import LLMStub, Step
@@ -32,16 +32,18 @@ def gateway(base_url: str, **overrides) -> Gateway:
     return Gateway(LLMSettings(**{**settings, **overrides}))
 
 
-def chat(gw: Gateway, model: str = SONNET, tools=None):
-    return gw.chat(model, MESSAGES, 0.3, 800, tools)
+def chat(gw: Gateway, model: str = SONNET, tools=None, cancel=None):
+    return gw.chat(model, MESSAGES, 0.3, 800, tools, cancel)
 
 
 def test_a_request_is_an_openai_chat_completion(stub):
     result = chat(gateway(stub.base_url))
     [call] = stub.calls
     assert call.headers["Authorization"] == "Bearer sk-test"
-    assert call.body == {"model": SONNET, "messages": MESSAGES, "temperature": 0.3, "max_tokens": 800}
+    assert call.body == {"model": SONNET, "messages": MESSAGES, "temperature": 0.3, "max_tokens": 800,
+                         "stream": True, "stream_options": {"include_usage": True}}
     assert (result.content, result.tokens_in, result.tokens_out) == ("ok", 1000, 500)
+    assert call.completed and call.closed_at is None
     assert result.simulated is False and result.tool_calls == []
 
 
@@ -201,3 +203,59 @@ def test_without_an_api_key_the_simulated_provider_answers_deterministically(stu
     assert first.tokens_in > 0 and first.tokens_out > 0
     assert (first.cost_usd, first.cost_source) == (Decimal("0"), "simulated")
     assert "simulated LLM answer" in caplog.text
+
+
+# --- streaming and cancellation --------------------------------------------------------------------
+
+def test_a_streamed_answer_is_put_back_together_word_by_word_with_its_tool_calls(stub):
+    call = {"id": "call_7", "type": "function", "function": {"name": "list_participants", "arguments": "{}"}}
+    stub.script = [Step(content="three streamed words", tool_calls=[call],
+                        usage={"prompt_tokens": 40, "completion_tokens": 9, "cost": 0.0007})]
+    result = chat(gateway(stub.base_url))
+    assert stub.calls[0].chunks_sent == 6  # 3 words, 1 tool call, the finish, the usage
+    assert (result.content, result.tool_calls) == ("three streamed words", [call])
+    assert (result.tokens_in, result.tokens_out, result.cost_usd, result.cost_source) == (
+        40, 9, Decimal("0.000700"), "gateway")
+
+
+def test_a_stream_without_usage_is_estimated_from_what_came(stub):
+    stub.script = [Step(content="word " * 40, stream_usage=False)]
+    result = chat(gateway(stub.base_url))
+    assert result.tokens_out >= 40 and result.tokens_in > 0 and result.cost_usd > 0
+
+
+def test_cancelling_closes_the_stream_at_once_and_keeps_what_came(stub):
+    """A slow stream (a word every 50 ms for a minute) stopped from another thread after ~0.5 s."""
+    stub.script = [Step(content="tok " * 1200, chunk_delay=0.05)]
+    token = CancelToken()
+    timer = threading.Timer(0.5, token.cancel, args=("emergency pause",))
+    timer.start()
+    started = time.time()
+    with pytest.raises(LLMCancelled, match="emergency pause") as caught:
+        chat(gateway(stub.base_url), cancel=token)
+    assert time.time() - started < 1.0
+    partial = caught.value.partial
+    assert 4 <= partial.tokens_out <= 20 and partial.content.startswith("tok tok")
+    # 3 $/M in, 15 $/M out: the price table on the streamed tokens, marked as an estimate.
+    assert partial.cost_source == "estimated" and partial.cost_usd > 0
+    stub_call = stub.calls[0]
+    for _ in range(40):  # the stub notices the hang-up at its next write
+        if stub_call.closed_at:
+            break
+        time.sleep(0.05)
+    assert stub_call.closed_at is not None and not stub_call.completed
+    assert stub_call.closed_at - started < 1.0
+
+
+def test_a_call_cancelled_before_it_starts_sends_nothing(stub):
+    token = CancelToken()
+    token.cancel("conversation paused")
+    with pytest.raises(LLMCancelled) as caught:
+        chat(gateway(stub.base_url), cancel=token)
+    assert not stub.calls and caught.value.partial.tokens_out == 0 and caught.value.partial.cost_usd == 0
+
+
+def test_a_stream_that_breaks_without_a_cancel_is_an_error(stub):
+    stub.script = [Step(content="half an answer", body=None, stream_usage=False, chunk_delay=0.3)]
+    with pytest.raises(LLMError, match="stream broke|ended before"):
+        chat(gateway(stub.base_url, timeout=0.1))

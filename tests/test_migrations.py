@@ -51,12 +51,8 @@ def test_upgrade_and_downgrade_from_empty_on_sqlite(tmp_path):
     assert tables <= {"alembic_version"}
 
 
-def test_sqlite_migrations_keep_the_rows_of_the_tables_they_rebuild_and_of_those_referring_to_them(tmp_path):
-    """Batch mode rebuilds `users` (ecb6321c5a16) and `cost_daily` (741588b2af7f) on SQLite: the rows
-    of those tables and of every table pointing at them (refresh tokens, messages' authors) stay."""
-    import sqlite3
-    import uuid
-
+def _sqlite_flask_db(tmp_path):
+    """``flask db ARGS`` as a process, on an embedded SQLite database in tmp_path."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["MCC_INSTANCE_PATH"] = str(tmp_path)
 
@@ -64,6 +60,16 @@ def test_sqlite_migrations_keep_the_rows_of_the_tables_they_rebuild_and_of_those
         result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", *args], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
+    return flask_db
+
+
+def test_sqlite_migrations_keep_the_rows_of_the_tables_they_rebuild_and_of_those_referring_to_them(tmp_path):
+    """Batch mode rebuilds `users` (ecb6321c5a16) and `cost_daily` (741588b2af7f) on SQLite: the rows
+    of those tables and of every table pointing at them (refresh tokens, messages' authors) stay."""
+    import sqlite3
+    import uuid
+
+    flask_db = _sqlite_flask_db(tmp_path)
 
     flask_db("upgrade", "89aaed4c0ffb")  # before the two rebuilding migrations
     user, project, conversation = (uuid.uuid4().hex for _ in range(3))
@@ -85,3 +91,24 @@ def test_sqlite_migrations_keep_the_rows_of_the_tables_they_rebuild_and_of_those
         assert conn.execute("SELECT created_by_id FROM conversations").fetchone() == (user,)
         assert conn.execute("SELECT project_id, cost_usd FROM cost_daily").fetchone() == (project, 1.5)
         assert conn.execute("SELECT username FROM users").fetchall() == [("ada",)]
+
+
+def test_project_webhook_secrets_are_sealed_by_the_upgrade_and_unsealed_by_the_downgrade(tmp_path):
+    """3c1d2e9f7a10: secrets stored in plain text by earlier versions are sealed in place."""
+    import sqlite3
+    import uuid
+
+    flask_db = _sqlite_flask_db(tmp_path)
+
+    flask_db("upgrade", "15440a5d70f4")
+    with sqlite3.connect(tmp_path / "mcc.db") as conn:
+        conn.execute("INSERT INTO projects (id, name, github_repo, is_active, created_at, updated_at, "
+                     "github_webhook_secret) VALUES (?, 'P', 'o/p', 1, '2026-11-01 00:00:00', "
+                     "'2026-11-01 00:00:00', 'plain-old-project-secret')", (uuid.uuid4().hex,))
+    flask_db("upgrade", "3c1d2e9f7a10")
+    with sqlite3.connect(tmp_path / "mcc.db") as conn:
+        [(stored,)] = conn.execute("SELECT github_webhook_secret FROM projects").fetchall()
+    assert stored.startswith("v1:") and "plain-old-project-secret" not in stored
+    flask_db("downgrade", "15440a5d70f4")
+    with sqlite3.connect(tmp_path / "mcc.db") as conn:
+        assert conn.execute("SELECT github_webhook_secret FROM projects").fetchall() == [("plain-old-project-secret",)]

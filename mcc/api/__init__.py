@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask_smorest import Api
 
+from mcc import hardening  # noqa: F401  (its argument parser, before any blueprint uses one)
 from mcc.errors import handle_http_exception
 from mcc.schemas.common import ErrorSchema
 

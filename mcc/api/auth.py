@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from mcc.api import PUBLIC
 from mcc.extensions import db, limiter
 from mcc.schemas.auth import (LoginSchema, LogoutSchema, RefreshSchema, TokenSchema, TwoFactorCodeSchema,
-                              TwoFactorSetupSchema, TwoFactorVerifySchema, UserSchema)
+                              TwoFactorSetupRequestSchema, TwoFactorSetupSchema, TwoFactorVerifySchema, UserSchema)
 from mcc.services import auth as auth_service
 
 URL_PREFIX = "/auth"
@@ -96,13 +96,15 @@ class Me(MethodView):
 
 @blp.route("/2fa/setup")
 class TwoFactorSetup(MethodView):
+    @blp.arguments(TwoFactorSetupRequestSchema)
     @blp.response(200, TwoFactorSetupSchema)
-    def post(self):
-        """Start enabling 2FA: a new TOTP secret and its otpauth:// URI
+    def post(self, body):
+        """Start enabling 2FA: a new TOTP secret and its otpauth:// URI (current password required)
 
-        2FA is not required until /auth/2fa/enable confirms a code from the authenticator.
+        2FA is not required until /auth/2fa/enable confirms a code from the authenticator. A wrong
+        `password` is 403 FORBIDDEN and counts towards MCC_LOGIN_LOCKOUT (then 429).
         """
-        result = auth_service.begin_two_factor_setup(current_user)
+        result = auth_service.begin_two_factor_setup(current_user, body["password"], request.remote_addr or "")
         db.session.commit()
         return result
 
@@ -112,11 +114,13 @@ class TwoFactorEnable(MethodView):
     @blp.arguments(TwoFactorCodeSchema)
     @blp.response(200, TokenSchema)
     def post(self, body):
-        """Confirm 2FA with a code from the authenticator; later logins need a code
+        """Confirm 2FA with a code from the authenticator and the current password; later logins need a code
 
         Every session opened so far with the password alone ends (its tokens answer 401); the
-        answer carries new tokens for the caller, as a login with the code would.
+        answer carries new tokens for the caller, as a login with the code would. A wrong `password`
+        is 403 FORBIDDEN (counted like a failed login). A notification records the change.
         """
-        tokens = auth_service.enable_two_factor(current_user, body["code"])
+        tokens = auth_service.enable_two_factor(current_user, body["code"], body["password"],
+                                                request.remote_addr or "")
         db.session.commit()
         return tokens

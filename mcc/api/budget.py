@@ -8,9 +8,11 @@ from mcc.errors import ValidationFailed
 from mcc.extensions import db
 from mcc.schemas.budget import (MAX_TIMELINE_DAYS, BudgetLimitCreateSchema, BudgetLimitPageSchema,
                                 BudgetLimitSchema, BudgetLimitUpdateSchema, BudgetSummarySchema, SpendPageSchema,
-                                SpendQuerySchema, TimelineQuerySchema, TimelineSchema)
+                                SpendQuerySchema, TaskSpendPageSchema, TaskSpendQuerySchema, TimelineQuerySchema,
+                                TimelineSchema)
 from mcc.schemas.common import PageQuerySchema, page_of
-from mcc.security import requires_role
+from mcc.schemas.common import ErrorSchema
+from mcc.security import STEP_UP_PARAMETER, check_step_up, requires_role, requires_step_up
 from mcc.services import budget as service
 from mcc.services import reports
 
@@ -33,7 +35,9 @@ class Limits(MethodView):
     def post(self, body):
         """Create a budget limit (admin)
 
-        `scope_id` is required for project/agent scopes and must exist; null for global.
+        `scope_id` is required for project, agent, task and issue scopes and must exist (an issue
+        is MCC's id of the GitHub issue, covering all its tasks); null for global. A task's or
+        issue's block limit, once reached, fails the task(s) with a notification.
         Periods are calendar periods in MCC_TIMEZONE (weeks start on Monday). `block` refuses
         any LLM call whose worst case would pass the limit, before it is made.
         """
@@ -51,17 +55,29 @@ class LimitById(MethodView):
 
     @requires_role("admin")
     @blp.arguments(BudgetLimitUpdateSchema)
+    @blp.doc(parameters=[STEP_UP_PARAMETER])
     @blp.response(200, BudgetLimitSchema)
+    @blp.alt_response(403, schema=ErrorSchema, description="FORBIDDEN or TWO_FACTOR_REQUIRED (raising needs a "
+                      "fresh code in X-MCC-TOTP)")
     def patch(self, body, limit_id):
-        """Update a budget limit (admin); a raised limit applies to the next call"""
+        """Update a budget limit (admin; raising it: step-up); a raised limit applies to the next call
+
+        Raising `amount_usd` needs a fresh TOTP code in `X-MCC-TOTP` from a user with 2FA on (and
+        from everyone when `MCC_REQUIRE_2FA_FOR` lists `limits`); lowering it does not.
+        """
+        if "amount_usd" in body and body["amount_usd"] > service.get_limit(limit_id).amount_usd:
+            check_step_up("limits")
         limit = service.update_limit(limit_id, body)
         db.session.commit()
         return limit
 
     @requires_role("admin")
+    @requires_step_up("limits")
+    @blp.doc(parameters=[STEP_UP_PARAMETER])
     @blp.response(204)
+    @blp.alt_response(403, schema=ErrorSchema, description="FORBIDDEN or TWO_FACTOR_REQUIRED")
     def delete(self, limit_id):
-        """Delete a budget limit (admin)"""
+        """Delete a budget limit (admin, step-up: a fresh TOTP code in `X-MCC-TOTP`)"""
         service.delete_limit(limit_id)
         db.session.commit()
 
@@ -113,6 +129,17 @@ class ByAgent(MethodView):
     def get(self, args):
         """Spend, tokens, calls and messages per agent (default: this month)"""
         return _spend("agent", args)
+
+
+@blp.route("/by-task")
+class ByTask(MethodView):
+    @blp.arguments(TaskSpendQuerySchema, location="query")
+    @blp.response(200, TaskSpendPageSchema)
+    def get(self, args):
+        """Spend, tokens and LLM calls per task, most spent first (default: this month)"""
+        start, end = _date_range(args)
+        items, total = reports.spend_by_task(start, end, args["page"], args["limit"], args.get("project_id"))
+        return {**page_of(items, total, args["page"], args["limit"]), "start_date": start, "end_date": end}
 
 
 @blp.route("/timeline")

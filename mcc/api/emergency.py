@@ -9,7 +9,8 @@ from mcc.extensions import db
 from mcc.schemas.audit import EmergencyEventPageSchema
 from mcc.schemas.common import PageQuerySchema, page_of
 from mcc.schemas.emergency import EmergencyStatusSchema, PauseAllResultSchema, PauseAllSchema, ResumeAllResultSchema
-from mcc.security import requires_role
+from mcc.schemas.common import ErrorSchema
+from mcc.security import STEP_UP_PARAMETER, requires_role, requires_step_up
 from mcc.services import emergency as service
 from mcc.services.control import announce_pause, announce_resume, resume_everything
 
@@ -25,7 +26,9 @@ class PauseAll(MethodView):
     def post(self, body):
         """EMERGENCY: pause all agents system-wide (operator)
 
-        From the moment this returns no new LLM call starts on any worker; queued and in-flight
+        From the moment this returns no new LLM call starts on any worker, and every call
+        streaming at the gateway is closed within a second (`calls_in_flight`, `cancelled`): its
+        partial cost is on record and its turn ends `cancelled` with a system message. Queued
         work is held, not dropped, until resume-all. Every client gets `emergency_pause`.
         """
         result = service.pause_all(current_user.username, current_user.id, body.get("reason"))
@@ -37,9 +40,17 @@ class PauseAll(MethodView):
 @blp.route("/resume-all")
 class ResumeAll(MethodView):
     @requires_role("admin")
+    @requires_step_up("resume")
+    @blp.doc(parameters=[STEP_UP_PARAMETER])
     @blp.response(200, ResumeAllResultSchema)
+    @blp.alt_response(403, schema=ErrorSchema, description="FORBIDDEN (not an admin) or TWO_FACTOR_REQUIRED "
+                      "(no fresh code in X-MCC-TOTP; `details.reason` says why)")
     def post(self):
-        """Resume all agents (admin); held work continues in order. 409 when not paused."""
+        """Resume all agents (admin, step-up); held work continues in order. 409 when not paused.
+
+        A user with 2FA on sends a fresh TOTP code in `X-MCC-TOTP` (a code already used, the
+        login's too, is refused); with `MCC_REQUIRE_2FA_FOR` listing `resume`, 2FA is mandatory.
+        """
         result = resume_everything(current_user.username, current_user.id)
         return result
 

@@ -9,7 +9,7 @@ from mcc.extensions import db
 from mcc.schemas.common import ErrorSchema, page_of
 from mcc.schemas.github import (PullRequestDetailSchema, PullRequestPageSchema, PullRequestQueryArgsSchema,
                                 PullRequestSchema, RejectSchema)
-from mcc.security import requires_role
+from mcc.security import STEP_UP_PARAMETER, requires_role, requires_step_up
 from mcc.services import outbox
 from mcc.services import pull_requests as service
 
@@ -42,13 +42,20 @@ class PullRequestById(MethodView):
 @blp.route("/<uuid:pull_request_id>/approve")
 class ApprovePullRequest(MethodView):
     @requires_role("operator")
+    @requires_step_up("merge")
+    @blp.doc(parameters=[STEP_UP_PARAMETER])
     @blp.response(200, PullRequestSchema)
+    @blp.alt_response(403, schema=ErrorSchema, description="FORBIDDEN or TWO_FACTOR_REQUIRED (no fresh code in "
+                      "X-MCC-TOTP)")
     @blp.alt_response(409, schema=ErrorSchema,
                       description="CHECKS_NOT_PASSED (details list `failing` and `pending` checks), STALE_HEAD "
                                   "(the head moved), NOT_MERGEABLE, CONFLICT (not open), GITHUB_NOT_CONFIGURED")
     @blp.alt_response(502, schema=ErrorSchema, description="GITHUB_API_ERROR: GitHub failed; nothing changed")
     def post(self, project_id, pull_request_id):
-        """Approve: merge the pull request on GitHub when all its checks passed (operator)
+        """Approve: merge the pull request on GitHub when all its checks passed (operator, step-up)
+
+        Users with 2FA on send a fresh TOTP code in `X-MCC-TOTP` (`MCC_REQUIRE_2FA_FOR=merge`
+        makes 2FA mandatory); nothing is read from GitHub before that check.
 
         Reads the head commit's combined status and check runs from GitHub. When every one passed
         (or there are none and the project allows merging without checks) it merges with the

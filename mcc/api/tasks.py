@@ -15,15 +15,17 @@ from mcc.schemas.conversations import ConversationSchema
 from mcc.schemas.tasks import (TaskAssignSchema, TaskCompleteSchema, TaskCreateSchema, TaskDetailSchema,
                                TaskPageSchema, TaskQueryArgsSchema, TaskSchema)
 from mcc.security import requires_role
-from mcc.services import outbox, pipeline, tasks as service
+from mcc.services import outbox, pipeline, reports, tasks as service
 
 URL_PREFIX = "/projects/<uuid:project_id>"
 blp = Blueprint("tasks", __name__, description="Tasks and the issue -> plan -> code -> test -> review pipeline")
 
 
 def present(items: list, history: bool = False) -> list:
-    """Attach what the task shape shows: its agent, issue, pull request (and history)."""
+    """Attach what the task shape shows: its agent, issue, pull request, spend (and history)."""
+    spent = reports.spent_on_tasks([task.id for task in items])
     for task in items:
+        task.spent = spent.get(task.id, 0.0)
         task.assigned_to = db.session.get(Agent, task.assigned_agent_id) if task.assigned_agent_id else None
         task.issue = db.session.get(Issue, task.issue_id) if task.issue_id else None
         task.pr = db.session.scalars(select(PullRequest).where(PullRequest.task_id == task.id)
@@ -91,9 +93,13 @@ class TaskComplete(MethodView):
     @blp.arguments(TaskCompleteSchema)
     @blp.response(200, TaskSchema)
     def post(self, body, project_id, task_id):
-        """Mark a task complete (operator): allowed from review; otherwise 409 naming the allowed moves"""
-        task = service.get_task(project_id, task_id)
-        pipeline.advance(task, "completed", user=current_user, reason=body.get("reason") or "completed by a person")
+        """Mark a task as completed, manually (operator)
+
+        From any open status (pending, in progress, testing, review); the task's history records a
+        manual completion and who did it. A completed or failed task: 409 INVALID_TRANSITION.
+        """
+        task = service.complete_manually(service.get_task(project_id, task_id), current_user, body.get("reason"))
+        pipeline.dispatch(project_id)  # its agent is free for the next task
         _commit()
         return present([task])[0]
 

@@ -1,4 +1,4 @@
-"""/turns: agent runs as an operator sees them; retry a failed one, cancel a waiting one."""
+"""/turns: agent runs as an operator sees them; retry a failed one, cancel a waiting or running one."""
 from __future__ import annotations
 
 from flask.views import MethodView
@@ -50,5 +50,10 @@ class TurnCancel(MethodView):
     @requires_role("operator")
     @blp.response(200, TurnDetailSchema)
     def post(self, turn_id):
-        """Cancel a queued or held turn (operator); 409 for a running or finished one"""
+        """Cancel a turn (operator): a queued or held one at once; a running one within a second
+
+        A running turn's LLM call in flight is closed (what it streamed is on record) and the turn
+        ends `cancelled` with a system message; the answer shows it still `running`. 409 for a
+        finished turn.
+        """
         return service.cancel(turn_id)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from flask import current_app
 from sqlalchemy import select
 
+from mcc.errors import GitHubApiError
 from mcc.extensions import db
 from mcc.github import contents, records
 from mcc.models.github import PullRequest
@@ -95,15 +97,54 @@ def _projects_with_installation(installation_id) -> list[Project]:
     return list(db.session.scalars(select(Project).where(Project.github_installation_id == str(installation_id))))
 
 
+class Unconfirmed(Exception):
+    """MCC cannot ask GitHub about installations (no GitHub App configured)."""
+
+
+def _app_id(project: Project) -> str | None:
+    return project.github_app_id or current_app.config["MCC_GITHUB_APP_ID"]
+
+
+def current_installation(repo: str, app_id: str | None) -> dict | None:
+    """GitHub's own answer: the installation of our App that covers ``repo`` (None: not installed).
+
+    An installation event only says what happened; its body is trusted no further than its
+    signature. Before binding or unbinding, MCC asks GitHub (App JWT, ``GET /repos/{repo}/installation``)."""
+    from mcc.github.auth import AppInstallationAuth, SharedCache, load_private_key
+    from mcc.github.client import GitHubClient
+
+    config = current_app.config
+    if not app_id or not config["MCC_GITHUB_APP_PRIVATE_KEY"]:
+        raise Unconfirmed("MCC has no GitHub App configured (app id and MCC_GITHUB_APP_PRIVATE_KEY), so it cannot "
+                          "confirm installation events with GitHub; they change nothing")
+    auth = AppInstallationAuth(app_id, load_private_key(config["MCC_GITHUB_APP_PRIVATE_KEY"]), None, repo,
+                               SharedCache(None))
+    client = GitHubClient(config["MCC_GITHUB_API_URL"], None, timeout=config["MCC_GITHUB_TIMEOUT"],
+                          max_retries=config["MCC_GITHUB_MAX_RETRIES"], backoff_base=config["MCC_GITHUB_BACKOFF_BASE"],
+                          max_wait=config["MCC_GITHUB_RATE_LIMIT_WAIT"])
+    try:
+        return client.request("GET", f"/repos/{repo}/installation", authorization=f"Bearer {auth.app_jwt()}").data
+    except GitHubApiError as exc:
+        if exc.github_status == 404:
+            return None
+        raise
+
+
 def _bind(installation: dict, repositories: list[dict]) -> list[Project]:
     bound = []
     for repo in repositories:
         project = records.project_for_repo(repo.get("full_name"))
-        if project is not None:
-            project.github_installation_id = str(installation["id"])
-            if not project.github_app_id and installation.get("app_id"):
-                project.github_app_id = str(installation["app_id"])
-            bound.append(project)
+        if project is None:
+            continue
+        confirmed = current_installation(project.github_repo, _app_id(project)) or {}
+        if str(confirmed.get("id")) != str(installation["id"]):
+            log.warning("installation %s for %s not confirmed by GitHub (it says %s): not bound",
+                        installation["id"], project.github_repo, confirmed.get("id"))
+            continue
+        project.github_installation_id = str(installation["id"])
+        if not project.github_app_id and confirmed.get("app_id"):
+            project.github_app_id = str(confirmed["app_id"])
+        bound.append(project)
     return bound
 
 
@@ -112,16 +153,30 @@ def _unbind(installation: dict, repositories: list[dict] | None, reason: str) ->
     if repositories is not None:
         names = {(r.get("full_name") or "").lower() for r in repositories}
         projects = [p for p in projects if p.github_repo.lower() in names]
+    unbound = []
     for project in projects:
+        still = current_installation(project.github_repo, _app_id(project))
+        if still is not None and str(still.get("id")) == str(installation["id"]):
+            log.warning("installation %s still covers %s according to GitHub: not unbound",
+                        installation["id"], project.github_repo)
+            continue
         project.github_installation_id = None
+        unbound.append(project)
         notify("warning", "github_installation", f"GitHub App {reason} for {project.github_repo}",
                f"The GitHub App installation {installation['id']} was {reason}; MCC falls back to "
                "MCC_GITHUB_TOKEN when set, and cannot reach GitHub for this project otherwise.",
                {"installation_id": installation["id"]}, project_id=project.id)
-    return projects
+    return unbound
 
 
 def on_installation(payload: dict, project: Project | None) -> str | None:
+    try:
+        return _on_installation(payload)
+    except Unconfirmed as exc:
+        return str(exc)
+
+
+def _on_installation(payload: dict) -> str | None:
     installation, action = payload["installation"], payload.get("action")
     if action in ("created", "new_permissions_accepted", "unsuspend"):
         repositories = payload.get("repositories")
@@ -141,6 +196,13 @@ def on_installation(payload: dict, project: Project | None) -> str | None:
 
 
 def on_installation_repositories(payload: dict, project: Project | None) -> str | None:
+    try:
+        return _on_installation_repositories(payload)
+    except Unconfirmed as exc:
+        return str(exc)
+
+
+def _on_installation_repositories(payload: dict) -> str | None:
     installation = payload["installation"]
     bound = _bind(installation, payload.get("repositories_added") or [])
     unbound = _unbind(installation, payload.get("repositories_removed") or [], "removed from the repository")

@@ -2,9 +2,16 @@
 job processes the stored delivery through ``handlers.HANDLERS``.
 
 Signatures are HMAC-SHA256 of the raw body (``X-Hub-Signature-256: sha256=<hex>``), compared in
-constant time, with MCC_GITHUB_WEBHOOK_SECRET or a project's own ``github_webhook_secret``. A
-request without a well-formed signature is refused before its body is parsed or the database is
-touched; a project secret only vouches for deliveries about that project's repository.
+constant time. ``/webhooks/github`` checks MCC_GITHUB_WEBHOOK_SECRET only; ``/webhooks/github/<project
+id>`` checks that project's own (sealed) ``github_webhook_secret``, or the global secret when it has
+none. So a forged body costs one HMAC, computed while the body streams in (spooled to disk past
+1 MiB, never parsed), and at most MCC_GITHUB_WEBHOOK_CONCURRENCY requests per process do that at
+once. A request without a well-formed signature is refused before its body is read.
+
+A project secret only vouches for deliveries about that project's repository, and never for
+installation events (they bind installations to projects: global secret only). An accepted body
+seen again within REPLAY_WINDOW under another delivery id is a duplicate: the signature covers the
+body only, so a captured delivery could otherwise be replayed.
 """
 from __future__ import annotations
 
@@ -13,7 +20,11 @@ import hmac
 import json
 import logging
 import re
+import tempfile
+import threading
+import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -21,7 +32,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from mcc.errors import ServiceUnavailable, Unauthorized, ValidationFailed
+from mcc.errors import NotFound, ServiceUnavailable, Unauthorized, ValidationFailed
 from mcc.extensions import db
 from mcc.github import records
 from mcc.github.handlers import HANDLERS
@@ -29,6 +40,8 @@ from mcc.jobs import enqueue
 from mcc.models.github import WebhookDelivery
 from mcc.models.project import Project
 from mcc.models.types import utcnow
+from mcc.redis_store import get_redis
+from mcc.secretbox import SealBroken, unseal
 from mcc.services import outbox
 from mcc.services.notifications import notify
 
@@ -43,10 +56,6 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _matches(secret: str, body: bytes, signature: str) -> bool:
-    return hmac.compare_digest(sign(secret, body).encode(), signature.lower().encode())
-
-
 @dataclass
 class Signer:
     """Whose secret signed the body: the global one (project None) or one project's."""
@@ -55,23 +64,118 @@ class Signer:
     repo: str | None = None
 
 
-def verify_signature(body: bytes, signature: str | None) -> Signer:
-    """401 without a valid signature, 503 when no secret is configured at all."""
+CHUNK_BYTES = 64 * 1024
+SPOOL_BYTES = 1024 * 1024  # a body beyond this waits for its verdict on disk, not in memory
+INSTALLATION_EVENTS = ("installation", "installation_repositories")
+REPLAY_WINDOW = 24 * 3600
+
+
+def _checked_signature(signature: str | None) -> str:
     if not signature or not _SIGNATURE.match(signature.strip()):
         raise Unauthorized(f"Missing or malformed {SIGNATURE_HEADER}: webhooks must be signed (sha256=<hex>).")
-    signature = signature.strip()
+    return signature.strip().lower()
+
+
+def signing_secret(project_id: uuid.UUID | None) -> tuple[str, Signer]:
+    """The one secret a delivery to this URL must be signed with (and who that makes the signer).
+
+    404 for an unknown project, 503 when no secret applies at all."""
     secret = current_app.config["MCC_GITHUB_WEBHOOK_SECRET"]
-    if secret and _matches(secret, body, signature):
-        return Signer()
-    own = db.session.execute(select(Project.id, Project.github_repo, Project.github_webhook_secret)
-                             .where(Project.github_webhook_secret.is_not(None))).all()
-    for project_id, repo, project_secret in own:
-        if _matches(project_secret, body, signature):
-            return Signer(project_id, repo)
-    if not secret and not own:
-        raise ServiceUnavailable("No webhook secret is configured (MCC_GITHUB_WEBHOOK_SECRET): "
-                                 "MCC refuses unsigned webhooks.")
-    raise Unauthorized(f"{SIGNATURE_HEADER} does not match the body: wrong secret or altered payload.")
+    if project_id is not None:
+        project = db.session.get(Project, project_id)
+        if project is None:
+            raise NotFound("No such project.")
+        if project.github_webhook_secret:
+            try:
+                return unseal(project.github_webhook_secret), Signer(project.id, project.github_repo)
+            except SealBroken:
+                log.error("webhook secret of project %s was sealed with another MCC_SECRET_KEY", project.id)
+                raise ServiceUnavailable("The project's webhook secret cannot be read (MCC_SECRET_KEY changed): "
+                                         "set it again.") from None
+    if not secret:
+        raise ServiceUnavailable("No webhook secret is configured (MCC_GITHUB_WEBHOOK_SECRET"
+                                 + (" or the project's own" if project_id else "")
+                                 + "): MCC refuses unsigned webhooks.")
+    return secret, Signer()
+
+
+def read_signed(stream, signature: str | None, project_id: uuid.UUID | None = None) -> tuple[bytes, Signer]:
+    """The body of ``stream`` once its signature checks out: one HMAC, computed in one pass.
+
+    401 (before reading anything) without a well-formed signature, 401 after reading when it does
+    not match; the body is only returned, never parsed, here."""
+    signature = _checked_signature(signature)
+    secret, signer = signing_secret(project_id)
+    mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        while chunk := stream.read(CHUNK_BYTES):
+            mac.update(chunk)
+            spool.write(chunk)
+        if not hmac.compare_digest(("sha256=" + mac.hexdigest()).encode(), signature.encode()):
+            raise Unauthorized(f"{SIGNATURE_HEADER} does not match the body: wrong secret or altered payload.")
+        spool.seek(0)
+        return spool.read(), signer
+
+
+# --- at most MCC_GITHUB_WEBHOOK_CONCURRENCY webhook requests per process read and verify at once ---
+_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def _semaphore(size: int) -> threading.BoundedSemaphore:
+    with _slots_lock:
+        if size not in _slots:
+            _slots[size] = threading.BoundedSemaphore(size)
+        return _slots[size]
+
+
+@contextmanager
+def webhook_slot():
+    """Wait up to MCC_GITHUB_WEBHOOK_WAIT seconds for a free slot, else 503 (GitHub shows it; redeliver)."""
+    config = current_app.config
+    semaphore = _semaphore(max(1, int(config["MCC_GITHUB_WEBHOOK_CONCURRENCY"])))
+    if not semaphore.acquire(timeout=float(config.get("MCC_GITHUB_WEBHOOK_WAIT") or 5.0)):
+        raise ServiceUnavailable("Too many webhook deliveries at once; try again shortly.")
+    try:
+        yield
+    finally:
+        semaphore.release()
+
+
+# --- replays: the same accepted body under a new delivery id --------------------------------------
+_seen_local: dict[str, tuple[str, float]] = {}
+_seen_lock = threading.Lock()
+SEEN_PREFIX = "mcc:github:webhook-body:"
+
+
+def first_sighting(body: bytes, delivery_id: str) -> str | None:
+    """Remember ``body`` for REPLAY_WINDOW; None the first time, else the delivery id that brought it."""
+    key = SEEN_PREFIX + hashlib.sha256(body).hexdigest()
+    redis = get_redis()
+    if redis is not None:
+        if redis.set(key, delivery_id, nx=True, ex=REPLAY_WINDOW):
+            return None
+        earlier = redis.get(key)
+        return earlier.decode() if earlier else "an earlier delivery"
+    now = time.monotonic()
+    with _seen_lock:  # embedded mode: one process
+        for stale in [k for k, (_, until) in _seen_local.items() if until <= now]:
+            del _seen_local[stale]
+        if key in _seen_local:
+            return _seen_local[key][0]
+        _seen_local[key] = (delivery_id, now + REPLAY_WINDOW)
+        return None
+
+
+def forget_sighting(body: bytes) -> None:
+    """The body was not stored after all (the request failed later): a redelivery must be accepted."""
+    key = SEEN_PREFIX + hashlib.sha256(body).hexdigest()
+    redis = get_redis()
+    if redis is not None:
+        redis.delete(key)
+    else:
+        with _seen_lock:
+            _seen_local.pop(key, None)
 
 
 def parse_payload(body: bytes, content_type: str | None) -> dict:
@@ -80,7 +184,7 @@ def parse_payload(body: bytes, content_type: str | None) -> dict:
         if (content_type or "").startswith("application/x-www-form-urlencoded"):
             body = parse_qs(body.decode("utf-8"), strict_parsing=True).get("payload", [""])[0].encode()
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationFailed("The webhook body is not a JSON payload.", {"body": [str(exc)[:200]]}) from exc
     if not isinstance(payload, dict):
         raise ValidationFailed("The webhook payload must be a JSON object.", {"body": ["Not an object."]})
@@ -109,9 +213,10 @@ def _strip_nul(value):
     return value
 
 
-def record_delivery(delivery_id: str, event: str, payload: dict, signer: Signer) -> Receipt:
+def record_delivery(delivery_id: str, event: str, payload: dict, signer: Signer, body: bytes | None = None) -> Receipt:
     """Store a verified delivery once. A redelivery changes nothing, unless the first one failed or
-    was never processed: then it is processed again (that is what an operator redelivers for)."""
+    was never processed: then it is processed again (that is what an operator redelivers for).
+    ``body`` (the signed bytes) seen within REPLAY_WINDOW under another delivery id is a duplicate."""
     if not delivery_id or not _DELIVERY_ID.match(delivery_id):
         raise ValidationFailed("X-GitHub-Delivery is missing or malformed.", {"X-GitHub-Delivery": ["Required."]})
     if not event or len(event) > 60:
@@ -120,8 +225,16 @@ def record_delivery(delivery_id: str, event: str, payload: dict, signer: Signer)
     if existing is not None:
         return _redelivered(existing)
     repo = (payload.get("repository") or {}).get("full_name")
+    if signer.project_id is not None and event in INSTALLATION_EVENTS:
+        raise Unauthorized("Installation events must be signed with MCC_GITHUB_WEBHOOK_SECRET: a project's own "
+                           "secret cannot bind or unbind installations.")
     if signer.project_id is not None and (repo or "").lower() != (signer.repo or "").lower():
         raise Unauthorized("This delivery is signed with a project's own secret but is about another repository.")
+    earlier = first_sighting(body, delivery_id) if body is not None else None
+    if earlier is not None:
+        log.warning("webhook delivery %s repeats the body of delivery %s: answered as a duplicate",
+                    delivery_id, earlier)
+        return Receipt(WebhookDelivery(delivery_id=delivery_id, event=event), "duplicate", False)
     project = records.project_for_repo(repo)
     delivery = WebhookDelivery(delivery_id=delivery_id, event=event, action=_short(payload.get("action")),
                                repo_full_name=_short(repo, 140), project_id=project.id if project else None,

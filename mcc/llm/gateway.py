@@ -1,8 +1,14 @@
 """OpenAI-compatible Chat Completions over HTTP (OpenRouter, OpenAI, vLLM, Ollama, LiteLLM).
 
+Calls stream (``stream: true`` with ``stream_options.include_usage``) so a call can be stopped
+half way: a ``CancelToken`` cancelled from another thread shuts the socket down, and the call
+ends with ``LLMCancelled`` carrying what was received so far and its cost (the gateway's usage
+when it sent one, else the price table on the streamed tokens, marked ``estimated``). A gateway
+that ignores ``stream`` and answers one JSON body is understood too.
+
 Retries 429, 5xx and connection failures with exponential backoff and full jitter, honouring
-Retry-After; never retries other 4xx. Without an API key a simulated provider answers instead,
-labelled as such, so a newcomer sees agents work with no account.
+Retry-After; never retries other 4xx, nor a stream that broke after it began. Without an API key a
+simulated provider answers instead, labelled as such, so a newcomer sees agents work with no account.
 """
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import email.utils
 import json
 import logging
 import random
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -26,6 +34,32 @@ RETRYABLE_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 RETRY_AFTER_CEILING = 60.0
 
 
+class CancelToken:
+    """Set from another thread to stop a call: closes the stream it is reading, at once."""
+
+    def __init__(self):
+        self.reason: str | None = None
+        self._closers: list = []
+        self._lock = threading.Lock()
+
+    def cancel(self, reason: str) -> bool:
+        with self._lock:
+            if self.reason is not None:
+                return False
+            self.reason = reason
+            closers = list(self._closers)
+        for close in closers:
+            close()
+        return True
+
+    def on_cancel(self, close) -> None:
+        with self._lock:
+            if self.reason is None:
+                self._closers.append(close)
+                return
+        close()
+
+
 class LLMError(Exception):
     """The gateway could not produce an answer (after retries, where retrying made sense)."""
 
@@ -33,6 +67,14 @@ class LLMError(Exception):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+
+
+class LLMCancelled(Exception):
+    """The call was stopped half way; ``partial`` is what it received and cost until then."""
+
+    def __init__(self, reason: str, partial: "LLMResult"):
+        super().__init__(reason)
+        self.reason, self.partial = reason, partial
 
 
 @dataclass
@@ -67,7 +109,7 @@ class LLMResult:
     tokens_in: int
     tokens_out: int
     cost_usd: Decimal
-    cost_source: str  # "gateway", "price_table", "unknown_price" or "simulated"
+    cost_source: str  # "gateway", "price_table", "estimated", "unknown_price" or "simulated"
     model: str
     simulated: bool = False
     assistant_message: dict = field(default_factory=dict)
@@ -114,39 +156,50 @@ class Gateway:
         return not self.settings.api_key
 
     def chat(self, model: str, messages: list[dict], temperature: float, max_tokens: int,
-             tools: list[dict] | None = None) -> LLMResult:
+             tools: list[dict] | None = None, cancel: CancelToken | None = None) -> LLMResult:
         if self.simulated:
             return simulated_answer(model, messages)
-        body: dict = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+        body: dict = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens,
+                      "stream": True, "stream_options": {"include_usage": True}}
         if tools:
             body["tools"] = tools
         if self.settings.usage_accounting:
             body["usage"] = {"include": True}  # OpenRouter: report usage.cost
-        data = self._post_with_retries(body)
-        return self._result(model, data)
+        response = self._post_with_retries(body, cancel)
+        if "text/event-stream" not in response.headers.get("Content-Type", ""):
+            try:
+                data = response.json()
+            except ValueError as exc:
+                raise LLMError("gateway answered 200 with a body that is not JSON", 200) from exc
+            finally:
+                response.close()
+            return self._result(model, data)
+        return self._read_stream(model, messages, response, cancel)
 
-    def _post_with_retries(self, body: dict) -> dict:
+    def _post_with_retries(self, body: dict, cancel: CancelToken | None = None) -> requests.Response:
         url = f"{self.settings.base_url}/chat/completions"
         headers = {"Authorization": f"Bearer {self.settings.api_key}", "Content-Type": "application/json"}
         attempt = 0
         while True:
             attempt += 1
+            if cancel is not None and cancel.reason:
+                raise LLMCancelled(cancel.reason, self._partial(body["model"], body["messages"], "", {}, 0, {}))
             try:
                 response = self.session.post(url, data=json.dumps(body), headers=headers,
-                                             timeout=self.settings.timeout)
+                                             timeout=self.settings.timeout, stream=True)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 error = LLMError(f"gateway unreachable: {type(exc).__name__}", retryable=True)
                 wait = None
             else:
                 if response.status_code == 200:
-                    try:
-                        return response.json()
-                    except ValueError as exc:
-                        raise LLMError("gateway answered 200 with a body that is not JSON", 200) from exc
-                retryable = response.status_code in RETRYABLE_STATUSES
-                error = LLMError(f"gateway answered {response.status_code}: {_error_text(response)}",
-                                 response.status_code, retryable)
-                wait = _retry_after_seconds(response)
+                    return response
+                try:
+                    retryable = response.status_code in RETRYABLE_STATUSES
+                    error = LLMError(f"gateway answered {response.status_code}: {_error_text(response)}",
+                                     response.status_code, retryable)
+                    wait = _retry_after_seconds(response)
+                finally:
+                    response.close()
             if wait is not None and wait > max(RETRY_AFTER_CEILING, self.settings.backoff_max * 2):
                 # Retrying sooner than the gateway asked is pointless; waiting longer blocks a worker.
                 error = LLMError(f"{error} (asked to retry after {wait:.0f} s)", error.status, retryable=False)
@@ -157,6 +210,71 @@ class Gateway:
             delay = wait if wait is not None else backoff  # Retry-After is the gateway's word: never sooner
             log.info("LLM call attempt %s failed (%s); retrying in %.2fs", attempt, error, delay)
             time.sleep(delay)
+
+    def _read_stream(self, model: str, messages: list[dict], response: requests.Response,
+                     cancel: CancelToken | None) -> LLMResult:
+        """Server-sent events: content and tool-call deltas, then a usage chunk, then [DONE]."""
+        if cancel is not None:
+            cancel.on_cancel(lambda: _shut(response))
+        text: list[str] = []
+        calls: dict[int, dict] = {}
+        usage: dict = {}
+        pieces, finished, saw_finish, answered_model = 0, False, False, model
+        try:
+            for line in response.iter_lines():
+                if not line or not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    finished = True
+                    break
+                chunk = json.loads(data)
+                usage = chunk.get("usage") or usage
+                answered_model = chunk.get("model") or answered_model
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        text.append(delta["content"])
+                        pieces += 1
+                    for call in delta.get("tool_calls") or []:
+                        pieces += 1
+                        _merge_tool_call(calls, call)
+                    saw_finish = saw_finish or bool(choice.get("finish_reason"))
+        except (requests.RequestException, OSError, ValueError) as exc:
+            if cancel is None or not cancel.reason:
+                raise LLMError(f"the gateway's stream broke: {type(exc).__name__}") from exc
+        finally:
+            response.close()
+        tool_calls = [calls[i] for i in sorted(calls)]
+        if not finished and saw_finish:  # the whole answer came; only the usage chunk or [DONE] did not
+            finished = True
+        if not finished:
+            if cancel is not None and cancel.reason:
+                raise LLMCancelled(cancel.reason, self._partial(answered_model, messages, "".join(text), usage,
+                                                                pieces, calls))
+            raise LLMError("the gateway's stream ended before [DONE]")
+        if not usage:  # a gateway that ignores include_usage: the streamed text, estimated
+            estimate = self._partial(answered_model, messages, "".join(text), {}, pieces, calls)
+            usage = {"prompt_tokens": estimate.tokens_in, "completion_tokens": estimate.tokens_out}
+        message = {"role": "assistant", "content": "".join(text) or None}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        return self._result(model, {"model": answered_model, "choices": [{"message": message}], "usage": usage})
+
+    def _partial(self, model: str, messages: list[dict], text: str, usage: dict, pieces: int,
+                 calls: dict) -> LLMResult:
+        """What a stopped call received: the gateway's usage if it came, else an estimate."""
+        if usage:
+            return self._result(model, {"model": model, "choices": [{"message": {"role": "assistant",
+                                                                                  "content": text}}],
+                                        "usage": usage})
+        tokens_in = estimate_tokens(json.dumps(messages)) if pieces else 0
+        tokens_out = max(pieces, estimate_tokens(text + json.dumps(list(calls.values())))) if pieces else 0
+        price = find_price(self.settings.prices, model)
+        cost = cost_of(price, tokens_in, tokens_out) if price is not None else Decimal("0")
+        return LLMResult(content=text, tool_calls=[], tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost,
+                         cost_source="estimated" if price is not None else "unknown_price", model=model,
+                         assistant_message={"role": "assistant", "content": text})
 
     def _result(self, model: str, data: dict) -> LLMResult:
         try:
@@ -185,6 +303,29 @@ class Gateway:
             log.warning("no price known for model %s: cost recorded as 0 and flagged", model)
             return Decimal("0"), "unknown_price"
         return cost_of(price, tokens_in, tokens_out), "price_table"
+
+
+def _merge_tool_call(calls: dict[int, dict], delta: dict) -> None:
+    """Tool calls stream in pieces keyed by index: the id and name once, the arguments in parts."""
+    call = calls.setdefault(delta.get("index", len(calls)),
+                            {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    if delta.get("id"):
+        call["id"] = delta["id"]
+    function = delta.get("function") or {}
+    if function.get("name"):
+        call["function"]["name"] += function["name"]
+    if function.get("arguments"):
+        call["function"]["arguments"] += function["arguments"]
+
+
+def _shut(response: requests.Response) -> None:
+    """Stop a stream another thread is reading: the socket shut down, its read returns at once."""
+    try:
+        sock = response.raw.connection.sock
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (AttributeError, OSError):
+        pass
 
 
 def estimate_tokens(text: str) -> int:

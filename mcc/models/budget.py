@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mcc.extensions import db
 from mcc.models.types import created_at_column, updated_at_column, uuid_pk
 
-SCOPE_TYPES = ("global", "project", "agent")
+SCOPE_TYPES = ("global", "project", "agent", "task", "issue")
 PERIODS = ("daily", "weekly", "monthly")
 ACTIONS = ("warn", "pause", "block")
 
@@ -20,7 +20,7 @@ ACTIONS = ("warn", "pause", "block")
 class BudgetLimit(db.Model):
     __tablename__ = "budget_limits"
     __table_args__ = (
-        CheckConstraint("scope_type IN ('global', 'project', 'agent')", name="scope_type"),
+        CheckConstraint("scope_type IN ('global', 'project', 'agent', 'task', 'issue')", name="scope_type"),
         CheckConstraint("period IN ('daily', 'weekly', 'monthly')", name="period"),
         CheckConstraint("action_on_exceed IN ('warn', 'pause', 'block')", name="action"),
         CheckConstraint("amount_usd > 0", name="amount_positive"),
@@ -31,8 +31,8 @@ class BudgetLimit(db.Model):
     id: Mapped[uuid.UUID] = uuid_pk()
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     scope_type: Mapped[str] = mapped_column(String(10), nullable=False)
-    # A project or agent id (no foreign key: one column serves both; deleting the scope deletes
-    # its limits in the service).
+    # A project, agent, task or issue id (no foreign key: one column serves them all; deleting a
+    # project deletes the limits of its scopes in the service).
     scope_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     amount_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), nullable=False)
     period: Mapped[str] = mapped_column(String(10), nullable=False)

@@ -62,6 +62,7 @@ class LedgerEntry(db.Model):
         Index("ix_cost_ledger_created", "created_at"),
         Index("ix_cost_ledger_project_created", "project_id", "created_at"),
         Index("ix_cost_ledger_agent_created", "agent_id", "created_at"),
+        Index("ix_cost_ledger_task_created", "task_id", "created_at"),  # task and issue budgets, by-task
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

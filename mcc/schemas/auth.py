@@ -20,6 +20,13 @@ class TwoFactorVerifySchema(StrictSchema):
 
 class TwoFactorCodeSchema(StrictSchema):
     code = ma.fields.String(required=True, validate=TOTP_CODE)
+    password = Text(required=True, min_length=1, max_length=1024,
+                    metadata={"description": "the caller's current password: a stolen access token alone "
+                                             "cannot change 2FA"})
+
+
+class TwoFactorSetupRequestSchema(StrictSchema):
+    password = Text(required=True, min_length=1, max_length=1024, metadata={"description": "the current password"})
 
 
 class RefreshSchema(StrictSchema):

@@ -64,7 +64,7 @@ class SpentSchema(ma.Schema):
 
 
 class ScopeSchema(ma.Schema):
-    type = ma.fields.String(required=True, metadata={"description": "global, project or agent"})
+    type = ma.fields.String(required=True, metadata={"description": "global, project, agent, task or issue"})
     id = ma.fields.String(required=True, allow_none=True, metadata={"description": "null for the global scope"})
     name = ma.fields.String(required=True, allow_none=True)
 
@@ -129,6 +129,28 @@ class SpendItemSchema(ma.Schema):
     tokens_out = ma.fields.Integer(required=True)
     calls = ma.fields.Integer(required=True, metadata={"description": "LLM calls"})
     messages = ma.fields.Integer(required=True, metadata={"description": "agent messages"})
+
+
+class TaskSpendQuerySchema(SpendQuerySchema):
+    project_id = ma.fields.UUID(metadata={"description": "only this project's tasks"})
+
+
+class TaskSpendItemSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True, metadata={"description": "the task's title"})
+    project_id = ma.fields.String(required=True)
+    issue_id = ma.fields.String(required=True, allow_none=True)
+    status = ma.fields.String(required=True)
+    spent = ma.fields.Float(required=True)
+    tokens_in = ma.fields.Integer(required=True)
+    tokens_out = ma.fields.Integer(required=True)
+    calls = ma.fields.Integer(required=True, metadata={"description": "LLM calls"})
+
+
+class TaskSpendPageSchema(PageSchema):
+    items = ma.fields.List(ma.fields.Nested(TaskSpendItemSchema), required=True)
+    start_date = ma.fields.Date(required=True)
+    end_date = ma.fields.Date(required=True)
 
 
 class SpendPageSchema(PageSchema):

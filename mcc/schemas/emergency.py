@@ -13,6 +13,11 @@ class PauseAllResultSchema(ma.Schema):
     paused_agents = ma.fields.Integer(required=True)
     active_conversations = ma.fields.Integer(required=True)
     message = ma.fields.String(required=True)
+    calls_in_flight = ma.fields.Integer(required=True, metadata={
+        "description": "LLM calls streaming at the gateway when the pause took effect"})
+    cancelled = ma.fields.Integer(required=True, metadata={
+        "description": "of those, the calls this pause told to stop (their streams close within a second; "
+                       "a call already being stopped for another reason is not counted twice)"})
 
 
 class ResumeAllResultSchema(ma.Schema):

@@ -148,5 +148,5 @@ class GitHubSettingsUpdateSchema(StrictSchema):
     merge_method = ma.fields.String(validate=validate.OneOf(MERGE_METHODS), data_key="merge_method",
                                     attribute="github_merge_method")
     allow_merge_without_checks = ma.fields.Boolean()
-    webhook_secret = Text(min_length=16, max_length=255, allow_none=True, attribute="github_webhook_secret",
+    webhook_secret = Text(min_length=16, max_length=100, allow_none=True, attribute="github_webhook_secret",
                           metadata={"description": "this project's own webhook secret; null removes it"})

@@ -7,7 +7,7 @@ from mcc.schemas.common import PageQuerySchema, PageSchema, StrictSchema, Text, 
 
 # GitHub: owner 1-39 alphanumerics or single hyphens; repository name letters, digits, . _ -
 # but never "." or ".." (``acme/..`` would make every request go to ``/repos/``).
-GITHUB_REPO = validate.Regexp(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}/(?!\.\.?\Z)[A-Za-z0-9._-]{1,100}\Z",
+GITHUB_REPO = validate.Regexp(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}/(?!\.\.?$)[A-Za-z0-9._-]{1,100}\Z",
                               error="Must look like owner/repo.")
 
 

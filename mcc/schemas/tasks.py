@@ -35,6 +35,7 @@ class TaskSchema(ma.Schema):
     progress = ma.fields.Integer(required=True)
     attempts = ma.fields.Integer(required=True)
     conversation_id = ma.fields.UUID(required=True, allow_none=True)
+    spent = ma.fields.Float(required=True, metadata={"description": "USD its LLM calls cost so far"})
     created_at = UtcDateTime(required=True)
     updated_at = UtcDateTime(required=True)
 

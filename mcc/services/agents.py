@@ -15,6 +15,7 @@ from mcc.models.turn import LedgerEntry
 from mcc.models.types import utcnow
 from mcc.services import audit
 from mcc.services.clock import start_of_today
+from mcc.services import cancellation
 from mcc.services.lookup import get_scoped
 from mcc.services.projects import get_project
 
@@ -110,6 +111,8 @@ def update_agent(project_id: uuid.UUID, agent_id: uuid.UUID, data: dict) -> Agen
         _check_name_free(project_id, data["name"], except_id=agent.id)
     audit.record("agent.updated", "agent", agent.id, {"project_id": project_id, "changes": data})
     _save_in_savepoint(data.get("name", agent.name), lambda: _apply(agent, dict(data)))
+    if data.get("is_active") is False:
+        cancellation.stop_running(f"{agent.name} was deactivated", agent_id=agent.id)
     return agent
 
 
@@ -125,5 +128,6 @@ def reset_agent(project_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
     agent.status = "idle"
     audit.record("agent.reset", "agent", agent.id, {"project_id": project_id, "name": agent.name})
     cancel_waiting_turns(agent_id=agent.id, why=f"{agent.name} was reset")
+    cancellation.stop_running(f"{agent.name} was reset", agent_id=agent.id)
     db.session.flush()
     return agent

@@ -19,7 +19,7 @@ from jwt.exceptions import PyJWTError
 from limits import parse
 from sqlalchemy import select, update
 
-from mcc.errors import Conflict, TooManyAttempts, Unauthorized, ValidationFailed
+from mcc.errors import Conflict, Forbidden, TooManyAttempts, TwoFactorRequired, Unauthorized, ValidationFailed
 from mcc.extensions import db, limiter
 from mcc.models.auth import RefreshToken, User
 from mcc.models.types import utcnow
@@ -284,7 +284,28 @@ def logout(access_claims: dict, refresh_token: str | None) -> None:
         revoke_family(uuid.UUID(claims["fam"]))
 
 
-def begin_two_factor_setup(user: User) -> dict:
+def confirm_password(user: User, password: str, client_ip: str) -> None:
+    """Re-authentication for account changes: the current password, or 403. Failures count like
+    failed logins (MCC_LOGIN_LOCKOUT, MCC_LOGIN_IP_LOCKOUT), so a stolen token cannot guess it."""
+    checks = _login_checks(user.username, client_ip)
+    _ensure_not_locked(checks, "password")
+    if not _password_matches(user, password):
+        _record_failure(checks)
+        log.info("wrong password confirming an account change for %r from %s", user.username, client_ip)
+        raise Forbidden("The password is not correct.")
+
+
+def two_factor_changed(user: User, what: str) -> None:
+    from mcc.services.notifications import notify
+
+    notify("warning", "two_factor_changed", f"Two-factor authentication {what} for {user.username}",
+           f"Two-factor authentication was {what} for {user.username}. If this was not you, ask an "
+           "administrator to reset it (flask --app wsgi users reset-2fa) and change your password.",
+           {"user_id": str(user.id), "username": user.username})
+
+
+def begin_two_factor_setup(user: User, password: str, client_ip: str) -> dict:
+    confirm_password(user, password, client_ip)
     if user.two_factor_enabled:
         raise Conflict("Two-factor authentication is already enabled; reset it first.")
     secret = pyotp.random_base32()
@@ -294,8 +315,9 @@ def begin_two_factor_setup(user: User) -> dict:
     return {"secret": secret, "provisioning_uri": uri}
 
 
-def enable_two_factor(user: User, code: str) -> dict:
+def enable_two_factor(user: User, code: str, password: str, client_ip: str) -> dict:
     """Confirm the pending secret. Sessions opened with the password alone end; the caller gets new tokens."""
+    confirm_password(user, password, client_ip)
     if user.two_factor_enabled:
         raise Conflict("Two-factor authentication is already enabled.")
     if not user.totp_pending_secret:
@@ -312,4 +334,42 @@ def enable_two_factor(user: User, code: str) -> dict:
     user.totp_secret, user.totp_pending_secret = seal(pending), None
     audit.record("auth.2fa_enabled", "user", user.id)
     void_all_tokens(user)
+    two_factor_changed(user, "enabled")
     return issue_tokens(user)
+
+
+# --- step-up: a fresh code for dangerous acts -----------------------------------------------------
+
+STEP_UP_HEADER = "X-MCC-TOTP"
+STEP_UP_ACTS = {"resume": "Resuming all agents", "limits": "Raising or deleting a budget limit",
+                "merge": "Approving a merge"}
+
+
+def step_up(user: User, act: str, code: str | None) -> None:
+    """Resume-all, raising or deleting a budget limit and approving a merge need a fresh TOTP code
+    (``X-MCC-TOTP``) from a user with 2FA on: one never used before, the login's included (the
+    code's step must be newer than the last one accepted). ``MCC_REQUIRE_2FA_FOR`` makes 2FA itself
+    mandatory for the acts it lists. Wrong codes count towards MCC_2FA_LOCKOUT. Raises
+    TwoFactorRequired (403) with ``details.reason``: two_factor_not_enabled, code_missing or
+    code_invalid_or_used. The caller commits (the code's step is claimed with the act)."""
+    what = STEP_UP_ACTS[act]
+    details = {"act": act, "header": STEP_UP_HEADER}
+    if not user.two_factor_enabled:
+        if act in current_app.config["MCC_REQUIRE_2FA_FOR"]:
+            raise TwoFactorRequired(
+                f"{what} requires two-factor authentication (MCC_REQUIRE_2FA_FOR), which is off for your account: "
+                f"turn it on (POST /auth/2fa/setup, then /auth/2fa/enable) and send a fresh code in {STEP_UP_HEADER}.",
+                {**details, "reason": "two_factor_not_enabled"})
+        return
+    if not code:
+        raise TwoFactorRequired(f"{what} needs a fresh code from your authenticator app in the {STEP_UP_HEADER} "
+                                "header.", {**details, "reason": "code_missing"})
+    checks = [("MCC_2FA_LOCKOUT", ("2fa-fail", str(user.id)))]
+    _ensure_not_locked(checks, "2FA")
+    if not (len(code) <= 10 and code.isdigit()) or not _accept_totp_code(
+            user, _readable_secret(user, user.totp_secret), code):
+        _record_failure(checks)
+        log.info("step-up for %s refused: wrong or reused code (%s)", user.username, act)
+        raise TwoFactorRequired(f"The code in {STEP_UP_HEADER} is wrong or was already used (each code counts once, "
+                                "the login's too); send the next one.", {**details, "reason": "code_invalid_or_used"})
+    log.info("step-up of %s accepted for %s", user.username, act)

@@ -1,7 +1,7 @@
 """Budgets that hold: limits, reservations before a call, settlement after it, alerts and actions.
 
 Every LLM call reserves its worst-case cost against each ``block`` limit covering it (global,
-its project, its agent) in the same atomic Redis step that checks the emergency flag
+its project, its agent, and for a pipeline turn its task and the task's GitHub issue) in the same atomic Redis step that checks the emergency flag
 (``coordination.acquire_llm_call``); a reservation that would pass a block limit refuses the
 call. After the call the real cost is written to the ledger and its daily rollup, the
 reservation is released and the spend added to every covering limit's counter; ``warn`` and
@@ -26,9 +26,12 @@ from mcc.llm.prices import Price, find_price
 from mcc.models.agent import Agent
 from mcc.models.budget import BudgetAlert, BudgetLimit, CostDaily
 from mcc.models.conversation import Conversation, conversation_agents
+from mcc.models.github import Issue
 from mcc.models.project import Project
+from mcc.models.task import Task
 from mcc.models.turn import LedgerEntry
-from mcc.services import audit
+from mcc.services import audit, cancellation
+from mcc.services import tasks as task_service
 from mcc.services.periods import GRANULARITY, Period, current_period, local_date
 from mcc.services.rollup import add_to_rollup
 
@@ -55,6 +58,19 @@ class BudgetBlocked(Exception):
 
 # --- limits (CRUD) ------------------------------------------------------------------------------
 
+SCOPE_MODELS = {"project": Project, "agent": Agent, "task": Task, "issue": Issue}
+
+
+def _scope_entity(limit: BudgetLimit):
+    return db.session.get(SCOPE_MODELS[limit.scope_type], limit.scope_id)
+
+
+def _name_of(entity) -> str | None:
+    if entity is None:
+        return None
+    return getattr(entity, "name", None) or getattr(entity, "title", None)
+
+
 def _check_scope(scope_type: str, scope_id: uuid.UUID | None) -> None:
     if scope_type == "global":
         if scope_id is not None:
@@ -62,8 +78,7 @@ def _check_scope(scope_type: str, scope_id: uuid.UUID | None) -> None:
         return
     if scope_id is None:
         raise ValidationFailed(f"A {scope_type} limit needs scope_id.", {"scope_id": ["Required."]})
-    model = Project if scope_type == "project" else Agent
-    if db.session.get(model, scope_id) is None:
+    if db.session.get(SCOPE_MODELS[scope_type], scope_id) is None:
         raise ValidationFailed(f"No {scope_type} with that id.", {"scope_id": [f"Unknown {scope_type}."]})
 
 
@@ -116,11 +131,15 @@ def delete_limit(limit_id: uuid.UUID) -> None:
 
 
 def delete_limits_of(project_id: uuid.UUID) -> None:
-    """A deleted project takes its limits, and its agents' limits, with it."""
+    """A deleted project takes its limits, and its agents', tasks' and issues' limits, with it."""
     agent_ids = select(Agent.id).where(Agent.project_id == project_id)
+    task_ids = select(Task.id).where(Task.project_id == project_id)
+    issue_ids = select(Issue.id).where(Issue.project_id == project_id)
     db.session.execute(delete(BudgetLimit).where(or_(
         (BudgetLimit.scope_type == "project") & (BudgetLimit.scope_id == project_id),
-        (BudgetLimit.scope_type == "agent") & (BudgetLimit.scope_id.in_(agent_ids)))))
+        (BudgetLimit.scope_type == "agent") & (BudgetLimit.scope_id.in_(agent_ids)),
+        (BudgetLimit.scope_type == "task") & (BudgetLimit.scope_id.in_(task_ids)),
+        (BudgetLimit.scope_type == "issue") & (BudgetLimit.scope_id.in_(issue_ids)))))
 
 
 # --- scope and spend ------------------------------------------------------------------------------
@@ -128,25 +147,34 @@ def delete_limits_of(project_id: uuid.UUID) -> None:
 def scope_label(limit: BudgetLimit) -> str:
     if limit.scope_type == "global":
         return "Global"
-    model = Project if limit.scope_type == "project" else Agent
-    entity = db.session.get(model, limit.scope_id)
-    name = entity.name if entity else str(limit.scope_id)
+    name = _name_of(_scope_entity(limit)) or str(limit.scope_id)
     return f"{limit.scope_type.capitalize()} '{name}'"
 
 
 def scope_object(limit: BudgetLimit) -> dict:
     if limit.scope_type == "global":
         return {"type": "global", "id": None, "name": "Global"}
-    model = Project if limit.scope_type == "project" else Agent
-    entity = db.session.get(model, limit.scope_id)
-    return {"type": limit.scope_type, "id": str(limit.scope_id), "name": entity.name if entity else None}
+    return {"type": limit.scope_type, "id": str(limit.scope_id), "name": _name_of(_scope_entity(limit))}
 
 
-def covering_limits(project_id: uuid.UUID, agent_id: uuid.UUID) -> list[BudgetLimit]:
-    return list(db.session.scalars(select(BudgetLimit).where(or_(
-        BudgetLimit.scope_type == "global",
-        (BudgetLimit.scope_type == "project") & (BudgetLimit.scope_id == project_id),
-        (BudgetLimit.scope_type == "agent") & (BudgetLimit.scope_id == agent_id)))))
+def covering_limits(project_id: uuid.UUID, agent_id: uuid.UUID, task_id: uuid.UUID | None = None) -> list[BudgetLimit]:
+    """Global, the project's, the agent's; for a task's call also the task's and its issue's."""
+    scopes = [BudgetLimit.scope_type == "global",
+              (BudgetLimit.scope_type == "project") & (BudgetLimit.scope_id == project_id),
+              (BudgetLimit.scope_type == "agent") & (BudgetLimit.scope_id == agent_id)]
+    if task_id is not None:
+        scopes.append((BudgetLimit.scope_type == "task") & (BudgetLimit.scope_id == task_id))
+        issue_id = db.session.scalar(select(Task.issue_id).where(Task.id == task_id))
+        if issue_id is not None:
+            scopes.append((BudgetLimit.scope_type == "issue") & (BudgetLimit.scope_id == issue_id))
+    return list(db.session.scalars(select(BudgetLimit).where(or_(*scopes))))
+
+
+def task_ids_of(limit: BudgetLimit):
+    """The tasks a task or issue limit covers (a query, for IN)."""
+    if limit.scope_type == "task":
+        return select(Task.id).where(Task.id == limit.scope_id)
+    return select(Task.id).where(Task.issue_id == limit.scope_id)
 
 
 def limit_period(limit: BudgetLimit, moment=None) -> Period:
@@ -158,6 +186,13 @@ def counter_key(limit: BudgetLimit, period: Period) -> str:
 
 
 def spent_from_rollup(limit: BudgetLimit, period: Period) -> Decimal:
+    """What the limit's scope spent in the period: the daily rollup, or for a task or issue (the
+    rollup has no task column) the ledger rows of its tasks, through their task + time index."""
+    if limit.scope_type in ("task", "issue"):
+        start, end = period.bounds_utc()
+        return Decimal(db.session.scalar(select(func.coalesce(func.sum(LedgerEntry.cost_usd), 0)).where(
+            LedgerEntry.task_id.in_(task_ids_of(limit)), LedgerEntry.created_at >= start,
+            LedgerEntry.created_at < end)))
     query = select(func.coalesce(func.sum(CostDaily.cost_usd), 0)).where(
         CostDaily.day >= period.start, CostDaily.day < period.end)
     if limit.scope_type == "project":
@@ -213,12 +248,13 @@ class Reservation:
 
 
 def plan_reservation(project_id: uuid.UUID, agent_id: uuid.UUID, model: str, messages: list[dict],
-                     max_tokens: int) -> tuple[Reservation, list[tuple[str, int, int, BudgetLimit, Period]]]:
+                     max_tokens: int, task_id: uuid.UUID | None = None
+                     ) -> tuple[Reservation, list[tuple[str, int, int, BudgetLimit, Period]]]:
     """The block limits this call must fit in, with their counter keys and amounts."""
     amount = to_micro(worst_case_cost(model, messages, max_tokens, _tool_specs(agent_id)))
     checks = []
     reservation = Reservation(amount_micro=amount)
-    for limit in covering_limits(project_id, agent_id):
+    for limit in covering_limits(project_id, agent_id, task_id):
         if limit.action_on_exceed != "block":
             continue
         period = limit_period(limit)
@@ -248,7 +284,7 @@ def settle(reservation: Reservation | None, entry: LedgerEntry) -> list[dict]:
     """
     from mcc.services import coordination
 
-    limits = covering_limits(entry.project_id, entry.agent_id)
+    limits = covering_limits(entry.project_id, entry.agent_id, entry.task_id)
     spend_keys = []
     for limit in limits:
         period = limit_period(limit, entry.created_at)
@@ -259,7 +295,7 @@ def settle(reservation: Reservation | None, entry: LedgerEntry) -> list[dict]:
         lambda key_index: to_micro(spent_from_rollup(spend_keys[key_index][1], spend_keys[key_index][2])))
     events = []
     for (key, limit, period), micro in zip(spend_keys, spent):
-        events.extend(_alerts_for(limit, period, from_micro(micro)))
+        events.extend(_alerts_for(limit, period, from_micro(micro), entry.turn_id))
     return events
 
 
@@ -273,7 +309,8 @@ def _raise_once(limit: BudgetLimit, period: Period, level: str, spent: Decimal) 
         return False
 
 
-def _alerts_for(limit: BudgetLimit, period: Period, spent: Decimal) -> list[dict]:
+def _alerts_for(limit: BudgetLimit, period: Period, spent: Decimal,
+                settling_turn: uuid.UUID | None = None) -> list[dict]:
     from mcc.services.notifications import notify
 
     amount = Decimal(limit.amount_usd)
@@ -292,12 +329,28 @@ def _alerts_for(limit: BudgetLimit, period: Period, spent: Decimal) -> list[dict
             "percentage": round(ratio, 4), "message": message}})
         log.warning("budget %s: %s", level, message)
         if level == "critical":
-            events.extend(_act(limit))
+            events.extend(_act(limit, settling_turn))
     return events
 
 
-def _act(limit: BudgetLimit) -> list[dict]:
-    """What a limit does when reached: warn (nothing more), pause the scope, or block (gate)."""
+def running_scope(limit: BudgetLimit) -> dict:
+    """The ``cancellation.stop_running`` filter of the work a limit covers."""
+    if limit.scope_type == "global":
+        return {}
+    if limit.scope_type in ("task", "issue"):
+        return {"task_ids": task_ids_of(limit)}
+    return {f"{limit.scope_type}_id": limit.scope_id}
+
+
+def _act(limit: BudgetLimit, settling_turn: uuid.UUID | None = None) -> list[dict]:
+    """What a limit does when reached: warn (nothing more), pause the scope, or block: the gate
+    refuses new calls, and the calls in flight under it are closed (the settling call's turn is
+    refused at its next call instead)."""
+    if limit.action_on_exceed == "block":
+        reason = f"budget limit {limit.name!r} ({scope_label(limit)}) was reached"
+        cancellation.stop_running(reason, except_turn=settling_turn, **running_scope(limit))
+        fail_tasks(limit, reason)
+        return []
     if limit.action_on_exceed != "pause":
         return []
     if limit.scope_type == "global":
@@ -311,6 +364,8 @@ def _act(limit: BudgetLimit) -> list[dict]:
     query = select(Conversation).where(Conversation.status == "active")
     if limit.scope_type == "project":
         query = query.where(Conversation.project_id == limit.scope_id)
+    elif limit.scope_type in ("task", "issue"):
+        query = query.where(Conversation.id.in_(select(Task.conversation_id).where(Task.id.in_(task_ids_of(limit)))))
     else:
         query = query.join(conversation_agents, conversation_agents.c.conversation_id == Conversation.id).where(
             conversation_agents.c.agent_id == limit.scope_id)
@@ -320,8 +375,32 @@ def _act(limit: BudgetLimit) -> list[dict]:
         events.append({"event": "conversation_status", "room": f"conversation:{conversation.id}",
                        "data": {"conversation_id": str(conversation.id), "status": "paused",
                                 "reason": f"budget limit {limit.name!r} reached"}})
+    db.session.flush()
+    for event in events:  # a paused conversation's call in flight is closed, as when a person pauses it
+        cancellation.stop_running(f"budget limit {limit.name!r} was reached and paused the conversation",
+                                  except_turn=settling_turn, kind=cancellation.PAUSE,
+                                  conversation_id=uuid.UUID(event["data"]["conversation_id"]))
     log.warning("budget limit %s reached: paused %s conversation(s)", limit.name, len(events))
     return events
+
+
+def fail_tasks(limit: BudgetLimit, reason: str) -> int:
+    """A task (or issue) whose block limit is reached fails, with a notification: its work stops
+    here, the project's other tasks go on. (Chosen over waiting for a person: a blocked task
+    cannot move until the limit changes, and `failed` says so plainly.) The caller commits."""
+    from mcc.services.notifications import notify
+
+    if limit.scope_type not in ("task", "issue"):
+        return 0
+    failed = 0
+    for task in db.session.scalars(select(Task).where(Task.id.in_(task_ids_of(limit)),
+                                                      Task.status.in_(task_service.OPEN_STATUSES))
+                                   .with_for_update()):
+        task_service.transition(task, "failed", actor_type="system", actor_name="budget", reason=reason)
+        notify("warning", "task_failed", f"Task failed: {task.title}", f"{reason}; the task stopped.",
+               {"task_id": str(task.id), "limit_id": str(limit.id)}, task.project_id)
+        failed += 1
+    return failed
 
 
 def blocked_agents(agent_ids: list[uuid.UUID], project_id: uuid.UUID) -> list[dict]:

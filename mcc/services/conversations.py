@@ -11,6 +11,7 @@ from mcc.models.agent import Agent
 from mcc.models.conversation import Conversation, Message
 from mcc.models.github import Issue
 from mcc.models.types import utcnow
+from mcc.services import cancellation
 from mcc.services.lookup import get_scoped
 from mcc.services.projects import get_project
 
@@ -81,7 +82,8 @@ def update_conversation(project_id: uuid.UUID, conversation_id: uuid.UUID, data:
 
 
 def set_paused(project_id: uuid.UUID, conversation_id: uuid.UUID, paused: bool) -> Conversation:
-    """Pause: turns not yet calling the LLM wait. Resume: the held turns are queued again, in order.
+    """Pause: turns not yet calling the LLM wait; a call in flight is closed and its turn ends
+    ``cancelled``. Resume: the held turns are queued again, in order.
 
     The caller commits, then kicks the conversation on resume.
     """
@@ -92,7 +94,10 @@ def set_paused(project_id: uuid.UUID, conversation_id: uuid.UUID, paused: bool) 
         raise Conflict("The conversation is completed; reopen it (PATCH status=active) first.")
     conversation.status = "paused" if paused else "active"
     db.session.flush()
-    if not paused:
+    if paused:
+        cancellation.stop_running("the conversation was paused", kind=cancellation.PAUSE,
+                                  conversation_id=conversation.id)
+    else:
         release_held(conversation.id)
     return conversation
 

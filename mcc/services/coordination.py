@@ -66,12 +66,22 @@ end
 return out
 """
 COUNTER_TTL = 40 * 24 * 3600  # longer than any period
+# Sets the flag and tells every call in flight to stop (a cancel mark per call, so a resume that
+# follows at once does not let them run on). Returns {marked, call, ms, call, ms...}.
 _PAUSE_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[3], 1)
-return redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+local calls = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+local marked = 0
+for i = 1, #calls, 2 do
+  if redis.call('SET', ARGV[4] .. calls[i], ARGV[3], 'NX', 'EX', ARGV[5]) then marked = marked + 1 end
+end
+table.insert(calls, 1, marked)
+return calls
 """
+CANCEL_PREFIX = "mcc:cancel:"
+CANCEL_TTL = 24 * 3600
 
 
 class _LocalLock:
@@ -103,7 +113,7 @@ class _RedisLock:
 _local_guard = threading.Lock()
 _local_locks: dict[str, bool] = {}
 _local_alive: dict[str, float] = {}
-_local_state: dict = {"emergency": None, "inflight": {}}
+_local_state: dict = {"emergency": None, "inflight": {}, "cancel": {}}
 
 
 def try_lock(name: str, ttl: float):
@@ -180,30 +190,78 @@ def clear_alive(key: str) -> None:
 
 # --- the emergency flag and the LLM call gate ---------------------------------------------------
 
-def set_emergency_flag(state: dict | None, settle_seconds: float = 0.05) -> int:
-    """Set (dict) or clear (None) the flag; returns how many LLM calls were already under way.
+def set_emergency_flag(state: dict | None, settle_seconds: float = 0.05,
+                       cancel_reason: str = "stop|all agents were paused") -> tuple[int, int]:
+    """Set (dict) or clear (None) the flag; returns (LLM calls under way, calls told to stop).
 
-    After setting it, wait until every call registered before the flag has had ``settle_seconds``
-    to reach the gateway, so none arrives after pause-all has returned.
+    Every call under way is marked cancelled (``cancel_mark``): its worker closes the stream
+    within a poll. After setting the flag, wait until every call registered before it has had
+    ``settle_seconds`` to reach the gateway, so none arrives after pause-all has returned.
     """
     redis = get_redis()
     if redis is None:
         with _local_guard:
             _local_state["emergency"] = state
             inflight = dict(_local_state["inflight"])
+            marked = 0
+            if state is not None:
+                for call_id in inflight:
+                    marked += _local_state["cancel"].setdefault(f"call:{call_id}", cancel_reason) == cancel_reason
     elif state is None:
         redis.delete(EMERGENCY_KEY)
         redis.set(EMERGENCY_SYNCED_KEY, 1)
-        return 0
+        return 0, 0
     else:
         stale_before_ms = int((time.time() - 3600) * 1000)  # calls of workers that died long ago
         raw = redis.eval(_PAUSE_LUA, 3, EMERGENCY_KEY, INFLIGHT_KEY, EMERGENCY_SYNCED_KEY, json.dumps(state),
-                         stale_before_ms)
+                         stale_before_ms, cancel_reason, f"{CANCEL_PREFIX}call:", CANCEL_TTL)
+        marked, raw = int(raw[0]), raw[1:]
         inflight = {raw[i]: float(raw[i + 1]) / 1000 for i in range(0, len(raw), 2)}
     if state is not None and inflight:
         wait = min(settle_seconds, max(0.0, max(inflight.values()) + settle_seconds - time.time()))
         time.sleep(wait)
-    return len(inflight)
+    return len(inflight), marked
+
+
+# --- cancel marks: a call or a turn told to stop ---------------------------------------------------
+
+def cancel_mark(names: list[str], reason: str) -> int:
+    """Mark ``call:<id>`` / ``turn:<id>`` cancelled (first reason wins); returns how many were new."""
+    if not names:
+        return 0
+    redis = get_redis()
+    if redis is None:
+        with _local_guard:
+            before = len(_local_state["cancel"])
+            for name in names:
+                _local_state["cancel"].setdefault(name, reason)
+            return len(_local_state["cancel"]) - before
+    pipe = redis.pipeline()
+    for name in names:
+        pipe.set(f"{CANCEL_PREFIX}{name}", reason, nx=True, ex=CANCEL_TTL)
+    return sum(1 for done in pipe.execute() if done)
+
+
+def cancel_marks(names: list[str]) -> tuple[dict | None, str | None]:
+    """(the emergency flag, the first cancel reason among ``names``): one round trip, for polling."""
+    redis = get_redis()
+    if redis is None:
+        with _local_guard:
+            reason = next((_local_state["cancel"][n] for n in names if n in _local_state["cancel"]), None)
+            return _local_state["emergency"] or None, reason
+    values = redis.mget([EMERGENCY_KEY] + [f"{CANCEL_PREFIX}{name}" for name in names])
+    reason = next((v.decode() if isinstance(v, bytes) else v for v in values[1:] if v), None)
+    return (json.loads(values[0]) if values[0] else None), reason
+
+
+def clear_cancel_marks(names: list[str]) -> None:
+    redis = get_redis()
+    if redis is None:
+        with _local_guard:
+            for name in names:
+                _local_state["cancel"].pop(name, None)
+    elif names:
+        redis.delete(*[f"{CANCEL_PREFIX}{name}" for name in names])
 
 
 def emergency_flag(load_from_db) -> dict | None:

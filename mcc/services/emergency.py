@@ -12,7 +12,7 @@ from mcc.models.agent import Agent
 from mcc.models.control import EmergencyEvent
 from mcc.models.conversation import Conversation
 from mcc.models.types import as_utc
-from mcc.services import audit, coordination
+from mcc.services import audit, cancellation, coordination
 from mcc.services.notifications import notify
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def current_state() -> dict | None:
 
 
 def pause_all(actor: str, user_id: uuid.UUID | None, reason: str | None, triggered_by: str = "user") -> dict:
-    """Stop every new LLM call now. The caller commits, then publishes ``emergency_pause``."""
+    """Stop every new LLM call now, and the calls in flight within a poll (their turns end
+    ``cancelled``). The caller commits, then publishes ``emergency_pause``."""
     reason = reason or ("Budget limit exceeded" if triggered_by == "system" else "Emergency pause")
     event = EmergencyEvent(action="pause", triggered_by=triggered_by, user_id=user_id, actor=actor, reason=reason)
     db.session.add(event)
@@ -50,16 +51,16 @@ def pause_all(actor: str, user_id: uuid.UUID | None, reason: str | None, trigger
     audit.record("emergency.pause", "emergency", event.id, {"reason": reason, "triggered_by": triggered_by},
                  actor=actor, actor_id=user_id)
     # The flag goes up first: from here on no call starts, whatever happens to this transaction.
-    in_flight = coordination.set_emergency_flag(state)
+    in_flight, cancelled = coordination.set_emergency_flag(state, cancel_reason=cancellation.emergency_reason(state))
     paused_agents = db.session.scalar(select(func.count()).select_from(Agent).where(Agent.is_active.is_(True)))
     active = db.session.scalar(select(func.count()).select_from(Conversation)
                                .where(Conversation.status == "active"))
     notify("critical", "emergency_pause", "Emergency pause: all agents stopped",
            f"{actor} paused all agents ({triggered_by}): {reason}", {"event_id": str(event.id)})
-    log.warning("EMERGENCY PAUSE by %s (%s): %s; %s LLM call(s) were already under way",
-                actor, triggered_by, reason, in_flight)
+    log.warning("EMERGENCY PAUSE by %s (%s): %s; %s LLM call(s) were under way, %s told to stop",
+                actor, triggered_by, reason, in_flight, cancelled)
     return {"paused_agents": paused_agents, "active_conversations": active, "message": PAUSE_MESSAGE,
-            "calls_in_flight": in_flight, "state": state}
+            "calls_in_flight": in_flight, "cancelled": cancelled, "state": state}
 
 
 def resume_all(actor: str, user_id: uuid.UUID | None) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from datetime import date
+import uuid
+from datetime import date, timedelta
 from decimal import Decimal
 
 from sqlalchemy import case, func, select
@@ -14,6 +15,7 @@ from mcc.models.agent import Agent
 from mcc.models.budget import BudgetLimit, CostDaily
 from mcc.models.project import Project
 from mcc.models.task import Task
+from mcc.models.turn import LedgerEntry
 from mcc.services import budget
 from mcc.services.periods import GRANULARITY, Period, current_period, local_date, periods_between
 
@@ -69,7 +71,10 @@ def current_alerts(limits: list[BudgetLimit] | None = None, totals: dict | None 
         totals = _spend_by_scope()[1]
     over = []
     for limit in limits:
-        spent = totals.get((limit.scope_type, limit.scope_id), {}).get(GRANULARITY[limit.period], Decimal(0))
+        if limit.scope_type in ("task", "issue"):  # not in the rollup: its tasks' ledger rows
+            spent = budget.spent_from_rollup(limit, budget.limit_period(limit))
+        else:
+            spent = totals.get((limit.scope_type, limit.scope_id), {}).get(GRANULARITY[limit.period], Decimal(0))
         amount = Decimal(limit.amount_usd)
         if float(spent / amount) >= limit.alert_threshold:
             over.append((limit, spent, amount))
@@ -124,6 +129,38 @@ def spend_by(entity: str, start: date, end: date, page: int, limit: int) -> tupl
             item.update(type=entity_obj.type, project_id=str(entity_obj.project_id))
         items.append(item)
     return items, total
+
+
+def spend_by_task(start: date, end: date, page: int, limit: int,
+                  project_id: uuid.UUID | None = None) -> tuple[list[dict], int]:
+    """Spend, tokens and LLM calls per task over start..end (local dates, inclusive), from the
+    ledger (the rollup has no task column) through its task + time index; most spent first."""
+    since, until = Period("day", start, end + timedelta(days=1)).bounds_utc()
+    query = select(
+        LedgerEntry.task_id.label("task_id"), func.sum(LedgerEntry.cost_usd).label("spent"),
+        func.sum(LedgerEntry.tokens_in).label("tokens_in"), func.sum(LedgerEntry.tokens_out).label("tokens_out"),
+        func.count().label("calls"), func.count().over().label("total"),
+    ).where(LedgerEntry.task_id.is_not(None), LedgerEntry.created_at >= since, LedgerEntry.created_at < until)
+    if project_id is not None:
+        query = query.where(LedgerEntry.project_id == project_id)
+    totals = query.group_by(LedgerEntry.task_id).subquery()
+    rows = db.session.execute(select(Task, totals).join(totals, totals.c.task_id == Task.id)
+                              .order_by(totals.c.spent.desc(), Task.id).offset((page - 1) * limit).limit(limit)).all()
+    total = rows[0].total if rows else db.session.scalar(select(func.count()).select_from(totals))
+    items = [{"id": str(row[0].id), "name": row[0].title, "project_id": str(row[0].project_id),
+              "issue_id": str(row[0].issue_id) if row[0].issue_id else None, "status": row[0].status,
+              "spent": _money(row.spent), "tokens_in": int(row.tokens_in), "tokens_out": int(row.tokens_out),
+              "calls": int(row.calls)} for row in rows]
+    return items, total
+
+
+def spent_on_tasks(task_ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+    """All-time spend of each task (the task shape's ``spent``), in one grouped query."""
+    if not task_ids:
+        return {}
+    rows = db.session.execute(select(LedgerEntry.task_id, func.sum(LedgerEntry.cost_usd))
+                              .where(LedgerEntry.task_id.in_(task_ids)).group_by(LedgerEntry.task_id))
+    return {task_id: _money(spent) for task_id, spent in rows}
 
 
 def timeline(start: date, end: date, granularity: str) -> list[dict]:

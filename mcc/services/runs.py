@@ -13,7 +13,7 @@ from mcc.models.conversation import Conversation
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.services import audit, coordination, outbox
 from mcc.services.lookup import paginate
-from mcc.services.turns import cancel_waiting_turns, kick
+from mcc.services.turns import cancel_turn, kick
 
 RETRYABLE = ("failed", "cancelled")
 
@@ -96,17 +96,14 @@ def retry(turn_id: uuid.UUID) -> dict:
 
 
 def cancel(turn_id: uuid.UUID) -> dict:
-    """A queued or held turn is cancelled; a running one cannot be stopped mid-call (409)."""
+    """A queued or held turn is cancelled now; a running one is told to stop (its call in flight is
+    closed within a second and the worker ends it ``cancelled``); 409 for a finished one."""
     turn, _ = _get(turn_id, lock=True)
-    if turn.status == "running":
-        raise Conflict("This turn is running and a running LLM call cannot be interrupted: pause the "
-                       "conversation (its turn stops before the next call) or wait for it to end.",
-                       {"status": turn.status})
-    if turn.status not in ("queued", "held"):
-        raise Conflict(f"Only a queued or held turn can be cancelled; this one is {turn.status}.",
+    if turn.status not in ("queued", "held", "running"):
+        raise Conflict(f"Only a queued, held or running turn can be cancelled; this one is {turn.status}.",
                        {"status": turn.status})
     audit.record("turn.cancelled", "turn", turn.id, {"conversation_id": turn.conversation_id, "was": turn.status})
-    cancel_waiting_turns(why="a person cancelled its turn", turn_id=turn.id)
+    cancel_turn(turn.id, "a person cancelled the turn")
     db.session.commit()
     outbox.flush()
     return turn_detail(turn.id)

@@ -182,9 +182,23 @@ def create_task(project_id: uuid.UUID, data: dict, *, enforce_limit: bool = True
     return task
 
 
-def complete(task: Task, actor_id, actor_name: str, reason: str | None = None) -> Task:
-    return transition(task, "completed", actor_type="user", actor_id=actor_id, actor_name=actor_name,
-                      reason=reason or "completed by a person")
+def complete_manually(task: Task, user, reason: str | None = None) -> Task:
+    """A person marks the task done from any open status (the spec's manual completion), outside
+    the agents' pipeline; the transition says it was manual and who did it. 409 once finished."""
+    if task.status not in OPEN_STATUSES:
+        raise IllegalTransition(f"A {task.status} task cannot become completed.",
+                                {"from": task.status, "to": "completed", "allowed": []})
+    from_status = task.status
+    db.session.add(TaskTransition(task_id=task.id, from_status=from_status, to_status="completed", actor_type="user",
+                                  actor_id=user.id, actor_name=user.username,
+                                  reason=f"completed manually by {user.username}" + (f": {reason}" if reason else "")))
+    task.status, task.progress, task.stage_started_at = "completed", 100, None
+    task.completed_at = utcnow()
+    task.assigned_agent_id = None
+    db.session.flush()
+    _queue_event(task, f"completed manually by {user.username}")
+    log.info("task %s %s -> completed manually by %s", task.id, from_status, user.username)
+    return task
 
 
 def summary(task_id: uuid.UUID | None) -> dict | None:

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 
 from mcc.extensions import db
 from mcc.jobs import enqueue
-from mcc.llm.gateway import Gateway, LLMError, LLMResult, LLMSettings
+from mcc.llm.gateway import CancelToken, Gateway, LLMCancelled, LLMError, LLMResult, LLMSettings
 from mcc.logging_setup import job_context
 from mcc.models.agent import Agent
 from mcc.models.conversation import Conversation, Message
@@ -28,7 +28,8 @@ from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.models.types import utcnow
 from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
-from mcc.services import budget, coordination, emergency, outbox, pipeline, pipeline_tools, tools  # noqa: F401
+from mcc.services import (breakers, budget, cancellation, coordination, emergency, outbox,  # noqa: F401
+                          pipeline, pipeline_tools, tools)
 from mcc.services.periods import local_date
 from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
@@ -274,11 +275,23 @@ def _record_call(turn: Turn, conversation: Conversation, agent: Agent, call_inde
     return entry
 
 
+def _settle_call(turn: Turn, conversation: Conversation, agent: Agent, call_index: int, result: LLMResult,
+                 reservation) -> LedgerEntry:
+    """On record, the reservation released, the spend counted; alerts (and their actions) out."""
+    entry = _record_call(turn, conversation, agent, call_index, result)
+    alerts = budget.settle(reservation, entry) + breakers.check_velocity(conversation.project_id)
+    db.session.commit()
+    for alert in alerts:
+        publish(alert["event"], alert["data"], alert.get("room"))
+    return entry
+
+
 def _hold_turn(turn: Turn, agent: Agent, transcript: list, reason: str) -> None:
     turn.status = "held"
     turn.transcript = transcript
     agent.status = "idle"  # not working while held; _execute publishes it
     db.session.commit()
+    cancellation.forget(turn.id)  # a stop asked for the pause's sake ends with the hold
     log.info("turn %s held (%s)", turn.id, reason)
 
 
@@ -324,14 +337,19 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
         if conversation.status == "paused":
             _hold_turn(turn, agent, transcript, "conversation paused")
             return
+        stop_reason = cancellation.pending_reason(turn.id)
+        if stop_reason:
+            _cancelled(turn, conversation, agent, stop_reason, None, transcript)
+            return
         reservation, checks = budget.plan_reservation(conversation.project_id, agent.id, agent.model, transcript,
-                                                      agent.max_tokens)
+                                                      agent.max_tokens, turn.task_id)
         try:
             call_id = coordination.acquire_llm_call(
                 emergency.state_from_database, [(key, limit, amount) for key, limit, amount, _, _ in checks],
                 lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
         except coordination.BudgetRefused as refused:
             limit = checks[refused.index][3]
+            budget.fail_tasks(limit, f"budget limit {limit.name!r} ({budget.scope_label(limit)}) was reached")
             _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
                     f"{agent.name} did not call the model: {budget.BudgetBlocked(limit, budget.from_micro(refused.used_micro), budget.from_micro(reservation.amount_micro))}",
                     {"limit_id": str(limit.id)})
@@ -344,18 +362,21 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
         if call_id is None:
             _hold_turn(turn, agent, transcript, "emergency pause")
             return
+        token = CancelToken()
         try:
-            result = gateway.chat(agent.model, transcript, agent.temperature, agent.max_tokens, tool_specs or None)
+            with cancellation.CallWatch(call_id, turn.id, token):
+                result = gateway.chat(agent.model, transcript, agent.temperature, agent.max_tokens,
+                                      tool_specs or None, cancel=token)
+        except LLMCancelled as stopped:
+            entry = _settle_call(turn, conversation, agent, call_index, stopped.partial, reservation)
+            _cancelled(turn, conversation, agent, stopped.reason, entry, transcript)
+            return
         except Exception:
             coordination.settle_budget(reservation.keys, reservation.amount_micro, [], 0, None)
             raise
         finally:
             coordination.release_llm_call(call_id)
-        entry = _record_call(turn, conversation, agent, call_index, result)
-        alerts = budget.settle(reservation, entry)
-        db.session.commit()
-        for alert in alerts:
-            publish(alert["event"], alert["data"], alert.get("room"))
+        _settle_call(turn, conversation, agent, call_index, result, reservation)
         call_index += 1
         if not result.tool_calls:
             break
@@ -364,6 +385,12 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
                             "(MCC_MAX_TOOL_STEPS); its last tool calls were not run.",
                             {"reason": "tool_step_limit", "turn_id": str(turn.id)})
             break
+        loop = breakers.repeated_call(tool_log, result.tool_calls)
+        if loop is not None:
+            why, event = breakers.loop_tripped(turn, agent, conversation, loop)
+            _cancelled(turn, conversation, agent, cancellation.reason_of(cancellation.STOP, why), None, transcript)
+            publish("breaker_tripped", event)
+            return
         transcript = transcript + [result.assistant_message]
         for call in result.tool_calls:
             outcome = tools.run_tool_call(call, turn, agent, conversation, project)
@@ -424,6 +451,40 @@ def _refuse(turn: Turn, conversation: Conversation, agent: Agent, code: str, rea
             conversation_room(conversation.id))
 
 
+def _cancelled(turn: Turn, conversation: Conversation, agent: Agent, reason: str,
+               entry: LedgerEntry | None, transcript: list | None = None) -> None:
+    """Told to stop (see ``cancellation``): the turn ends ``cancelled``, on record, with a system
+    message. A pause keeps the work: a copy of the turn waits in its place and answers on resume."""
+    kind, why = cancellation.parse(reason)
+    turn.status, turn.error, turn.finished_at = "cancelled", why, utcnow()
+    agent.status = "idle"
+    said = f"{agent.name} was stopped: {why}."
+    if entry is not None:
+        estimate = " (estimated)" if entry.cost_source == "estimated" else ""
+        said += (f" The call was closed mid-answer; what it streamed until then is on record "
+                 f"({entry.tokens_out} tokens out, ${entry.cost_usd}{estimate}).")
+    again = None
+    if kind == cancellation.PAUSE:
+        db.session.refresh(conversation)
+        again = Turn(conversation_id=turn.conversation_id, agent_id=turn.agent_id, chain_id=turn.chain_id,
+                     depth=turn.depth, reply_to_message_id=turn.reply_to_message_id, task_id=turn.task_id,
+                     transcript=transcript or turn.transcript, tool_log=turn.tool_log,
+                     created_at=turn.created_at,  # keeps its place in the conversation's queue
+                     status="held" if _held_reason(conversation) else "queued")
+        db.session.add(again)
+        said += " It answers again once the pause is lifted."
+    notice = _system_message(conversation.id, said,
+                             {"reason": "turn_cancelled", "cause": why, "turn_id": str(turn.id),
+                              **({"ledger_id": str(entry.id)} if entry is not None else {})})
+    if again is None:
+        _end_stage(turn, agent, failure=f"{agent.name} was stopped: {why}")
+    db.session.commit()
+    cancellation.forget(turn.id)
+    outbox.flush()
+    log.warning("turn %s of %s cancelled: %s", turn.id, agent.name, why)
+    publish_message(notice)
+
+
 def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> None:
     turn.status, turn.error, turn.finished_at = "failed", reason, utcnow()
     agent.status = "error"
@@ -481,6 +542,25 @@ def cancel_waiting_turns(agent_id: uuid.UUID | None = None, conversation_id: uui
         if agent is not None:
             _end_stage(turn, agent, failure=why)
     return len(cancelled)
+
+
+def cancel_turn(turn_id: uuid.UUID, reason: str) -> str:
+    """Cancel one turn: a waiting one at once (the caller commits), a running one within a poll.
+
+    Returns "cancelled" (it was queued or held), "cancelling" (it is running: its worker closes
+    the call in flight, or stops before the next one, and ends it ``cancelled`` with a system
+    message), or the status it had already ended with; "missing" when there is no such turn.
+    """
+    turn = db.session.get(Turn, turn_id)
+    if turn is None:
+        return "missing"
+    if turn.status in ("queued", "held"):
+        cancel_waiting_turns(why=reason, turn_id=turn.id)
+        return "cancelled"
+    if turn.status == "running":
+        cancellation.stop_turns([turn.id], reason)
+        return "cancelling"
+    return turn.status
 
 
 def reaper_pass() -> None:

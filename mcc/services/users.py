@@ -9,7 +9,7 @@ from mcc.errors import Conflict, NotFound, ValidationFailed
 from mcc.extensions import db
 from mcc.models.auth import ROLES, User
 from mcc.services import audit
-from mcc.services.auth import find_user, hash_password, void_all_tokens
+from mcc.services.auth import find_user, hash_password, two_factor_changed, void_all_tokens
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 MIN_PASSWORD_LENGTH = 10
@@ -84,4 +84,5 @@ def reset_two_factor(username: str) -> User:
     user.totp_last_step = None
     audit.record("auth.2fa_reset", "user", user.id, {"username": user.username})
     void_all_tokens(user)
+    two_factor_changed(user, "reset")
     return user

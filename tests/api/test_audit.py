@@ -53,8 +53,9 @@ def test_logins_succeeded_and_failed_are_on_the_trail_with_ip_and_request_id(cli
 def test_two_factor_changes_are_on_the_trail(client, admin, app):
     user = make_user("operator", username="twofa")
     headers = auth_headers(client, user)
-    secret = client.post("/api/v1/auth/2fa/setup", headers=headers).get_json()["secret"]
-    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": pyotp.TOTP(secret).at(time.time() - 30)},
+    secret = client.post("/api/v1/auth/2fa/setup", json={"password": PASSWORD}, headers=headers).get_json()["secret"]
+    enabled = client.post("/api/v1/auth/2fa/enable",
+                          json={"code": pyotp.TOTP(secret).at(time.time() - 30), "password": PASSWORD},
                           headers=headers)
     assert enabled.status_code == 200, enabled.get_json()
     result = app.test_cli_runner().invoke(args=["users", "reset-2fa", "twofa"])

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pyotp
 from flask_jwt_extended import create_access_token
 
-from tests.factories import PASSWORD, auth_headers, login, make_user
+from tests.factories import PASSWORD, assert_error, auth_headers, login, make_user
 
 
 def bearer(token: str) -> dict:
@@ -180,13 +180,14 @@ def test_password_change_voids_existing_tokens(client):
 # --- 2FA --------------------------------------------------------------------------------------
 
 def enable_2fa(client, headers) -> pyotp.TOTP:
-    setup = client.post("/api/v1/auth/2fa/setup", headers=headers)
+    setup = client.post("/api/v1/auth/2fa/setup", json={"password": PASSWORD}, headers=headers)
     assert setup.status_code == 200
     body = setup.get_json()
     assert body["provisioning_uri"].startswith("otpauth://totp/")
     totp = pyotp.TOTP(body["secret"])
     # A code from the previous time step: the step the login test uses next must be newer.
-    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": totp.at(time.time() - 30)}, headers=headers)
+    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": totp.at(time.time() - 30), "password": PASSWORD},
+                          headers=headers)
     assert enabled.status_code == 200, enabled.get_json()
     assert enabled.get_json()["requires_2fa"] is False
     return totp
@@ -223,9 +224,10 @@ def test_enabling_two_factor_ends_the_sessions_opened_with_the_password_alone(cl
     user = make_user()
     other_device = login(client, user.username)
     this_device = login(client, user.username)
-    setup = client.post("/api/v1/auth/2fa/setup", headers=bearer(this_device["access_token"])).get_json()
+    setup = client.post("/api/v1/auth/2fa/setup", json={"password": PASSWORD},
+                        headers=bearer(this_device["access_token"])).get_json()
     code = pyotp.TOTP(setup["secret"]).now()
-    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": code},
+    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": code, "password": PASSWORD},
                           headers=bearer(this_device["access_token"]))
     assert enabled.status_code == 200, enabled.get_json()
     fresh = enabled.get_json()
@@ -249,10 +251,12 @@ def _stored_secrets(user_id) -> tuple[str | None, str | None]:
 def test_totp_secrets_are_stored_sealed_never_in_plain_text(client):
     user = make_user()
     headers = auth_headers(client, user)
-    secret = client.post("/api/v1/auth/2fa/setup", headers=headers).get_json()["secret"]
+    secret = client.post("/api/v1/auth/2fa/setup", json={"password": PASSWORD},
+                         headers=headers).get_json()["secret"]
     _, pending = _stored_secrets(user.id)
     assert pending.startswith("v1:") and secret not in pending
-    enabled = client.post("/api/v1/auth/2fa/enable", json={"code": pyotp.TOTP(secret).at(time.time() - 30)},
+    enabled = client.post("/api/v1/auth/2fa/enable",
+                          json={"code": pyotp.TOTP(secret).at(time.time() - 30), "password": PASSWORD},
                           headers=headers)
     assert enabled.status_code == 200
     stored, pending = _stored_secrets(user.id)
@@ -297,8 +301,8 @@ def test_a_secret_sealed_under_another_key_is_refused_with_a_way_out(client, app
 def test_two_factor_enable_refuses_a_wrong_code(client):
     user = make_user()
     headers = auth_headers(client, user)
-    client.post("/api/v1/auth/2fa/setup", headers=headers)
-    response = client.post("/api/v1/auth/2fa/enable", json={"code": "000000"}, headers=headers)
+    client.post("/api/v1/auth/2fa/setup", json={"password": PASSWORD}, headers=headers)
+    response = client.post("/api/v1/auth/2fa/enable", json={"code": "000000", "password": PASSWORD}, headers=headers)
     assert response.status_code == 422
     assert "code" in response.get_json()["error"]["details"]
     # Still not enabled: the password alone logs in.
@@ -347,3 +351,53 @@ def test_role_change_takes_effect_at_once(client):
     # The old admin token is void; a new login carries the new role.
     assert client.get("/api/v1/users", headers=target_headers).status_code == 401
     assert client.get("/api/v1/users", headers=auth_headers(client, target)).status_code == 403
+
+
+# --- a stolen access token cannot change 2FA -----------------------------------------------------
+
+def test_two_factor_setup_and_enable_need_the_current_password(client):
+    """The reproduction: with only an access token, setup + enable locked the owner out for the
+    refresh lifetime. Without the password (or with a wrong one) nothing changes."""
+    user = make_user()
+    headers = auth_headers(client, user)
+    assert "password" in assert_error(client.post("/api/v1/auth/2fa/setup", headers=headers), 422,
+                                      "VALIDATION_ERROR")["details"]
+    assert_error(client.post("/api/v1/auth/2fa/setup", json={"password": "not-the-password"}, headers=headers),
+                 403, "FORBIDDEN")
+    assert _stored_secrets(user.id) == (None, None)
+    secret = client.post("/api/v1/auth/2fa/setup", json={"password": PASSWORD}, headers=headers).get_json()["secret"]
+    code = pyotp.TOTP(secret).now()
+    response = client.post("/api/v1/auth/2fa/enable", json={"code": code}, headers=headers)
+    assert "password" in assert_error(response, 422, "VALIDATION_ERROR")["details"]
+    response = client.post("/api/v1/auth/2fa/enable", json={"code": code, "password": "wrong-password"},
+                           headers=headers)
+    assert_error(response, 403, "FORBIDDEN")
+    me = client.get("/api/v1/auth/me", headers=headers)
+    assert me.status_code == 200 and me.get_json()["two_factor_enabled"] is False  # the session still works
+
+
+def test_guessing_the_password_through_2fa_setup_is_locked_out_like_login(client, app):
+    user = make_user()
+    headers = auth_headers(client, user)
+    attempts = int(app.config["MCC_LOGIN_LOCKOUT"].split()[0])
+    for _ in range(attempts):
+        assert client.post("/api/v1/auth/2fa/setup", json={"password": "guess"}, headers=headers).status_code == 403
+    locked = client.post("/api/v1/auth/2fa/setup", json={"password": PASSWORD}, headers=headers)
+    assert_error(locked, 429, "RATE_LIMITED")
+
+
+def test_enabling_and_resetting_two_factor_notify(client):
+    from sqlalchemy import select
+
+    from mcc.extensions import db
+    from mcc.models.control import Notification
+    from mcc.services.users import reset_two_factor
+
+    user = make_user()
+    enable_2fa(client, auth_headers(client, user))
+    reset_two_factor(user.username)
+    notes = db.session.scalars(select(Notification).where(Notification.kind == "two_factor_changed")).all()
+    assert all(n.data["user_id"] == str(user.id) for n in notes)
+    titles = [n.title for n in notes]
+    assert f"Two-factor authentication enabled for {user.username}" in titles
+    assert f"Two-factor authentication reset for {user.username}" in titles

@@ -21,7 +21,7 @@ from mcc.models.budget import BudgetLimit
 from mcc.models.turn import LedgerEntry
 from mcc.services import budget
 from mcc.services.rollup import add_to_rollup
-from tests.factories import assert_error, make_agent, make_project
+from tests.factories import assert_error, auth_headers, make_agent, make_issue, make_project, make_spend, make_user
 
 SONNET = "anthropic/claude-3.5-sonnet"
 LIMIT_FIELDS = {"id", "name", "scope_type", "scope_id", "amount_usd", "period", "alert_threshold",
@@ -643,3 +643,71 @@ def test_summary_today_is_the_local_day(client, viewer, db_session, new_york):
     assert [(p["period_start"], p["spent"]) for p in by_day] == [(yesterday.isoformat(), 1.0),
                                                                   (local_today.isoformat(), 6.0)]
 
+
+
+# --- task and issue limits, spend by task -------------------------------------------------------------
+
+def _task(project, title, issue=None):
+    from mcc.models.task import Task
+
+    task = Task(project_id=project.id, title=title, issue_id=issue.id if issue is not None else None)
+    db.session.add(task)
+    db.session.commit()
+    return task
+
+
+def _task_call(project, agent, task, cost: str, at: datetime | None = None, tokens=(0, 0)) -> None:
+    entry = LedgerEntry(project_id=project.id, agent_id=agent.id, task_id=task.id, model=SONNET, cost_usd=Decimal(cost),
+                        tokens_in=tokens[0], tokens_out=tokens[1], **({"created_at": at} if at else {}))
+    db.session.add(entry)
+    db.session.flush()
+    budget.record_call(entry, None)
+    db.session.commit()
+
+
+def test_limits_scoped_to_a_task_or_an_issue(client, admin, db_session):
+    project = make_project("Scoped")
+    issue = make_issue(project, title="Login is broken")
+    task = _task(project, "Fix the login form", issue)
+    by_task = create_limit(client, admin, scope_type="task", scope_id=str(task.id), amount_usd=0.05,
+                           action_on_exceed="block")
+    by_issue = create_limit(client, admin, scope_type="issue", scope_id=str(issue.id), amount_usd=1.0)
+    assert (by_task["scope_type"], by_task["scope_id"]) == ("task", str(task.id))
+    assert (by_issue["scope_type"], by_issue["scope_id"]) == ("issue", str(issue.id))
+    for scope_type in ("task", "issue"):
+        response = client.post("/api/v1/budget/limits", headers=admin,
+                               json=limit_body(scope_type=scope_type, scope_id=str(uuid.uuid4())))
+        assert_error(response, 422, "VALIDATION_ERROR")
+        response = client.post("/api/v1/budget/limits", headers=admin, json=limit_body(scope_type=scope_type))
+        assert_error(response, 422, "VALIDATION_ERROR")
+    # Their alerts name the task (by its title) or the issue.
+    agent = make_agent(project, name="Cody")
+    _task_call(project, agent, task, "0.05")
+    alerts = client.get("/api/v1/budget/summary", headers=admin).get_json()["alerts"]
+    assert {"type": "task", "id": str(task.id), "name": "Fix the login form"} in [a["scope"] for a in alerts]
+
+
+def test_spend_by_task_is_paginated_most_spent_first_and_filters_by_project(client, viewer, db_session):
+    alpha, beta = make_project("Alpha"), make_project("Beta")
+    ann, bea = make_agent(alpha, name="Ann"), make_agent(beta, name="Bea")
+    small, big, other = _task(alpha, "small"), _task(alpha, "big"), _task(beta, "other")
+    _task_call(alpha, ann, small, "0.10", tokens=(10, 5))
+    _task_call(alpha, ann, big, "0.30", tokens=(30, 15))
+    _task_call(alpha, ann, big, "0.20", tokens=(20, 10))
+    _task_call(beta, bea, other, "0.25")
+    _task_call(alpha, ann, small, "9.00", at=noon(month_start(date.today()) - timedelta(days=40)))  # not this month
+    make_spend(alpha, ann, "1.00")  # a call of no task
+
+    page = client.get("/api/v1/budget/by-task?limit=2", headers=viewer).get_json()
+    assert page["total"] == 3 and page["pages"] == 2
+    assert [(i["name"], i["spent"], i["calls"]) for i in page["items"]] == [("big", 0.5, 2), ("other", 0.25, 1)]
+    assert page["items"][0] == {"id": str(big.id), "name": "big", "project_id": str(alpha.id), "issue_id": None,
+                                "status": "pending", "spent": 0.5, "tokens_in": 50, "tokens_out": 25, "calls": 2}
+    second = client.get("/api/v1/budget/by-task?limit=2&page=2", headers=viewer).get_json()
+    assert [i["name"] for i in second["items"]] == ["small"]
+    only_beta = client.get(f"/api/v1/budget/by-task?project_id={beta.id}", headers=viewer).get_json()
+    assert [i["name"] for i in only_beta["items"]] == ["other"]
+    # The task shape shows what its calls cost, all time.
+    operator = auth_headers(client, make_user("operator"))
+    listed = client.get(f"/api/v1/projects/{alpha.id}/tasks", headers=operator).get_json()["items"]
+    assert {t["title"]: t["spent"] for t in listed} == {"small": 9.1, "big": 0.5}

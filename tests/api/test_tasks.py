@@ -56,13 +56,35 @@ def test_task_has_the_spec_shape(client, setup):
 
 
 def test_illegal_transitions_are_409_naming_the_allowed_ones(client, setup):
-    task = client.post(f"{setup['base']}/tasks", json={"title": "t"}, headers=setup["headers"]).get_json()
-    assert task["status"] == "pending"
-    refused = client.post(f"{setup['base']}/tasks/{task['id']}/complete", json={}, headers=setup["headers"])
-    assert refused.status_code == 409
-    error = refused.get_json()["error"]
-    assert error["code"] == "INVALID_TRANSITION"
-    assert error["details"]["allowed"] == ["in_progress", "failed"]
+    task = tasks.create_task(setup["project"].id, {"title": "t"})
+    with pytest.raises(tasks.IllegalTransition) as refused:
+        tasks.transition(task, "review", actor_type="system")
+    assert refused.value.details["allowed"] == ["in_progress", "failed"]
+
+
+@pytest.mark.parametrize("status", ["pending", "in_progress", "testing", "review"])
+def test_a_person_completes_a_task_from_any_open_status_recorded_as_manual(client, setup, status):
+    """The spec's "Mark task as completed (manual)": refused for a pending task before."""
+    task = tasks.create_task(setup["project"].id, {"title": "t"})
+    if status != "pending":
+        tasks.assign(task, setup["coder"].id)
+        for step in ("in_progress", "testing", "review")[:("in_progress", "testing", "review").index(status) + 1]:
+            if task.status != step:
+                tasks.transition(task, step, actor_type="system")
+    db.session.commit()
+    assert task.status == status
+    url = f"{setup['base']}/tasks/{task.id}/complete"
+    done = client.post(url, json={"reason": "shipped by hand"}, headers=setup["headers"])
+    assert done.status_code == 200, done.get_json()
+    assert done.get_json()["status"] == "completed" and done.get_json()["assigned_to"] is None
+    detail = client.get(f"{setup['base']}/tasks/{task.id}", headers=setup["headers"]).get_json()
+    last = detail["history"][-1]
+    me = client.get("/api/v1/auth/me", headers=setup["headers"]).get_json()["username"]
+    assert (last["from_status"], last["to_status"], last["actor_type"], last["actor_name"]) == (
+        status, "completed", "user", me)
+    assert last["reason"] == f"completed manually by {me}: shipped by hand"
+    again = client.post(url, json={}, headers=setup["headers"])
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "INVALID_TRANSITION"
 
 
 def test_state_machine_loops_back_and_fails_after_max_attempts(client, setup):

@@ -110,9 +110,10 @@ def stack(stack_env, committed_db, app, tmp_path, browser):
 
 def enable_2fa(stack: Stack, username: str) -> pyotp.TOTP:
     token = stack.login(username)
-    setup = stack.api("POST", "/auth/2fa/setup", token=token).json()
+    setup = stack.api("POST", "/auth/2fa/setup", token=token, json={"password": PASSWORD}).json()
     totp = pyotp.TOTP(setup["secret"])
-    enabled = stack.api("POST", "/auth/2fa/enable", token=token, json={"code": totp.at(time.time() - 30)})
+    enabled = stack.api("POST", "/auth/2fa/enable", token=token,
+                        json={"code": totp.at(time.time() - 30), "password": PASSWORD})
     assert enabled.status_code == 200, enabled.text
     return totp
 

@@ -20,7 +20,8 @@ HELLO = "Codertocat/Hello-World"
 # What the tests change in the (session-wide) app's configuration; restored after each test.
 GITHUB_KEYS = ("MCC_GITHUB_API_URL", "MCC_GITHUB_TOKEN", "MCC_GITHUB_APP_ID", "MCC_GITHUB_APP_PRIVATE_KEY",
                "MCC_GITHUB_WEBHOOK_SECRET", "MCC_GITHUB_WEBHOOK_RATE_LIMIT", "MCC_GITHUB_BACKOFF_BASE",
-               "MCC_GITHUB_MAX_RETRIES", "MCC_GITHUB_RATE_LIMIT_WAIT", "MCC_GITHUB_TIMEOUT", "MCC_GITHUB_SYNC_INTERVAL")
+               "MCC_GITHUB_MAX_RETRIES", "MCC_GITHUB_RATE_LIMIT_WAIT", "MCC_GITHUB_TIMEOUT", "MCC_GITHUB_SYNC_INTERVAL",
+               "MCC_GITHUB_WEBHOOK_CONCURRENCY", "MCC_GITHUB_WEBHOOK_WAIT")
 
 
 def payload_path(relative: str) -> Path:
@@ -110,8 +111,10 @@ def hello(app, db_session, github_config, fake_github):
 
 
 def deliver(client, event: str, body: bytes | dict, *, secret: str | None = SECRET, delivery: str | None = None,
-            signature: str | None = None, content_type: str = "application/json", headers: dict | None = None):
-    """POST a webhook as GitHub does: raw bytes, signed unless ``secret`` is None."""
+            signature: str | None = None, content_type: str = "application/json", headers: dict | None = None,
+            project=None):
+    """POST a webhook as GitHub does: raw bytes, signed unless ``secret`` is None; to ``project``'s own
+    URL when given."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     all_headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
                    "Content-Type": content_type, "User-Agent": "GitHub-Hookshot/test", **(headers or {})}
@@ -119,7 +122,8 @@ def deliver(client, event: str, body: bytes | dict, *, secret: str | None = SECR
         all_headers["X-Hub-Signature-256"] = signature
     elif secret is not None:
         all_headers["X-Hub-Signature-256"] = sign(secret, raw)
-    return client.post("/api/v1/webhooks/github", data=raw, headers=all_headers)
+    url = "/api/v1/webhooks/github" + (f"/{project.id}" if project is not None else "")
+    return client.post(url, data=raw, headers=all_headers)
 
 
 def process_all(app) -> list[str]:

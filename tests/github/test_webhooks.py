@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from urllib.parse import urlencode
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import func, select
 
 from mcc.extensions import db
 from mcc.models.github import Issue, PullRequest, PullRequestReview, WebhookDelivery
+from mcc.github.webhooks import sign
 from tests.factories import assert_error, make_project
 from tests.github.conftest import (HELLO, PAYLOADS, SECRET, all_payloads, deliver, load_payload, payload_path,
                                    process_all)
@@ -72,18 +74,119 @@ def test_without_a_configured_secret_webhooks_are_refused_503(client, hello, git
 
 
 def test_a_project_secret_signs_deliveries_of_its_own_repository_only(client, hello, github_config):
-    """With only per-project secrets, a delivery signed by project A's secret about A is accepted;
-    the same secret cannot vouch for another project's repository."""
+    """With only per-project secrets, a delivery to project A's URL signed by A's secret about A is
+    accepted; the same secret cannot vouch for another project's repository."""
     github_config["MCC_GITHUB_WEBHOOK_SECRET"] = None
-    hello.github_webhook_secret = "hello-world-own-secret"
+    hello.github_webhook_secret = "hello-world-own-secret"  # as stored before sealing: still read
     other = make_project(github_repo="octo-org/octo-repo")
     db.session.commit()
     raw = payload_path("issues/opened.payload.json").read_bytes()
-    assert deliver(client, "issues", raw, secret="hello-world-own-secret").status_code == 202
+    assert deliver(client, "issues", raw, secret="hello-world-own-secret", project=hello).status_code == 202
     transferred = payload_path("issues/transferred.payload.json").read_bytes()  # about octo-org/octo-repo
-    assert_error(deliver(client, "issues", transferred, secret="hello-world-own-secret"), 401, "UNAUTHORIZED")
+    assert_error(deliver(client, "issues", transferred, secret="hello-world-own-secret", project=hello),
+                 401, "UNAUTHORIZED")
+    assert_error(deliver(client, "issues", transferred, secret="hello-world-own-secret", project=other),
+                 503, "SERVICE_UNAVAILABLE")  # other has no secret of its own, and there is no global one
     assert [d.repo_full_name for d in deliveries()] == [HELLO]
     assert other.github_webhook_secret is None
+
+
+def test_the_global_url_tries_the_global_secret_only(client, hello, github_config):
+    """A forged body must not cost one HMAC per project secret: /webhooks/github never tries them."""
+    hello.github_webhook_secret = "hello-world-own-secret"
+    db.session.commit()
+    raw = payload_path("issues/opened.payload.json").read_bytes()
+    assert_error(deliver(client, "issues", raw, secret="hello-world-own-secret"), 401, "UNAUTHORIZED")
+    assert deliver(client, "issues", raw, project=hello).status_code == 401  # its own URL: its own secret only
+    assert deliveries() == []
+    assert deliver(client, "issues", raw, secret="hello-world-own-secret", project=hello).status_code == 202
+
+
+def test_a_project_url_without_its_own_secret_takes_the_global_one(client, hello):
+    raw = payload_path("issues/opened.payload.json").read_bytes()
+    assert deliver(client, "issues", raw, project=hello).status_code == 202
+    assert_error(client.post(f"/api/v1/webhooks/github/{uuid.uuid4()}", data=raw, headers={
+        "X-Hub-Signature-256": "sha256=" + "0" * 64, "X-GitHub-Event": "issues", "X-GitHub-Delivery": "x"}),
+        404, "RESOURCE_NOT_FOUND")
+
+
+def test_a_project_secret_cannot_change_installations(client, app, hello, github_config, fake_github, rsa_keys):
+    """The reproduction: an installation event signed with project A's secret (naming A's repository
+    to pass the repository check) rebound project B. Installation events need the global secret."""
+    from mcc.models.project import Project
+
+    github_config.update(MCC_GITHUB_APP_ID=fake_github.app_id, MCC_GITHUB_APP_PRIVATE_KEY=rsa_keys[0])
+    hello.github_webhook_secret = "hello-world-own-secret"
+    victim = make_project(github_repo="victim/app", github_installation_id="111")
+    fake_github.add_repo("victim/app", installation_id="111")
+    fake_github.add_repo("mallory/app", installation_id="666")
+    db.session.commit()
+    for event, payload in (
+            ("installation", {"action": "created", "installation": {"id": 666, "app_id": int(fake_github.app_id)},
+                              "repositories": [{"full_name": "victim/app"}]}),
+            ("installation", {"action": "deleted", "installation": {"id": 111, "app_id": int(fake_github.app_id)}}),
+            ("installation_repositories", {"action": "added", "installation": {"id": 666},
+                                           "repositories_added": [{"full_name": "victim/app"}],
+                                           "repositories_removed": []})):
+        payload = {**payload, "repository": {"full_name": HELLO}}
+        for target in (None, hello):
+            response = deliver(client, event, payload, secret="hello-world-own-secret", project=target)
+            assert response.status_code == 401, (event, target, response.get_json())
+    process_all(app)
+    assert db.session.get(Project, victim.id).github_installation_id == "111"
+    assert deliveries() == []
+
+
+# --- replays and load -------------------------------------------------------------------------------
+def test_a_replayed_body_under_a_new_delivery_id_is_a_duplicate(client, hello, app):
+    """The signature covers the body only: a captured delivery sent again with a fresh
+    X-GitHub-Delivery changes nothing."""
+    raw = payload_path("issues/opened.payload.json").read_bytes()
+    first = deliver(client, "issues", raw, delivery="first-delivery")
+    assert first.status_code == 202 and first.get_json()["status"] == "accepted"
+    replay = deliver(client, "issues", raw, delivery="replayed-delivery")
+    assert replay.status_code == 200, replay.get_json()
+    assert replay.get_json()["status"] == "duplicate"
+    assert [d.delivery_id for d in deliveries()] == ["first-delivery"]
+    # GitHub's own redelivery repeats the delivery id and is still answered as before.
+    assert deliver(client, "issues", raw, delivery="first-delivery").get_json()["status"] == "duplicate"
+
+
+def test_a_refused_body_is_not_remembered(client, hello):
+    """Only accepted bodies count: a body refused (here: no X-GitHub-Delivery) may come again."""
+    raw = payload_path("issues/opened.payload.json").read_bytes()
+    response = client.post("/api/v1/webhooks/github", data=raw, headers={
+        "X-GitHub-Event": "issues", "X-Hub-Signature-256": sign(SECRET, raw), "Content-Type": "application/json"})
+    assert_error(response, 422, "VALIDATION_ERROR")
+    assert deliver(client, "issues", raw).get_json()["status"] == "accepted"
+
+
+def test_webhook_requests_beyond_the_concurrency_bound_wait_then_503(client, hello, github_config):
+    from mcc.github import webhooks
+
+    github_config.update(MCC_GITHUB_WEBHOOK_CONCURRENCY=2, MCC_GITHUB_WEBHOOK_WAIT=0.2)
+    raw = payload_path("issues/opened.payload.json").read_bytes()
+    with client.application.app_context():
+        with webhooks.webhook_slot(), webhooks.webhook_slot():
+            assert_error(deliver(client, "issues", raw), 503, "SERVICE_UNAVAILABLE")
+    assert deliveries() == []
+    assert deliver(client, "issues", raw).status_code == 202
+
+
+def test_a_project_webhook_secret_is_stored_sealed(client, hello, operator):
+    from mcc.models.project import Project
+
+    secret = "a-fresh-project-secret-" + "x" * 77  # 100 characters: the longest accepted, sealed it fits
+    too_long = client.patch(f"/api/v1/projects/{hello.id}/github", json={"webhook_secret": secret + "x"},
+                            headers=operator)
+    assert "webhook_secret" in assert_error(too_long, 422, "VALIDATION_ERROR")["details"]
+    response = client.patch(f"/api/v1/projects/{hello.id}/github", json={"webhook_secret": secret},
+                            headers=operator)
+    assert response.status_code == 200, response.get_json()
+    stored = db.session.get(Project, hello.id).github_webhook_secret
+    assert stored.startswith("v1:") and secret not in stored
+    raw = payload_path("issues/opened.payload.json").read_bytes()
+    assert deliver(client, "issues", raw, secret=secret, project=hello).status_code == 202
 
 
 def test_a_project_secret_is_never_returned_by_the_api(client, hello, operator):
@@ -323,20 +426,98 @@ def test_pull_request_body_links_the_issue_it_closes(client, hello, operator, ap
     assert row["task"] is None
 
 
-def test_installation_created_binds_the_projects_of_its_repositories(client, app, github_config):
+@pytest.mark.parametrize("adversarial", ["fix" + " " * 65_533, "fixes:" + " " * 65_530, "close " * 10_922 + "cl",
+                                         ("fix :" + " " * 2_000) * 31])
+def test_closing_keywords_are_found_in_linear_time(client, hello, operator, app, adversarial):
+    """A body of "fix" + 65,000 spaces cost ~6 s of worker CPU (two quantifiers competing for the
+    same spaces); now the scan is linear: well under 50 ms for 65,536 characters."""
+    import time
+
+    from mcc.github.records import CLOSING_KEYWORD, CLOSING_SCAN_CHARS
+
+    assert len(adversarial) <= 65_536
+    started = time.perf_counter()
+    assert list(CLOSING_KEYWORD.finditer(adversarial[:CLOSING_SCAN_CHARS])) == []
+    assert time.perf_counter() - started < 0.05
+    deliver(client, "issues", payload_path("issues/opened.payload.json").read_bytes())
+    pr = load_payload("pull_request/opened.payload.json")
+    pr["pull_request"]["body"] = adversarial + " Fixes: #1"
+    deliver(client, "pull_request", pr)
+    started = time.perf_counter()
+    assert process_all(app) == ["processed", "processed"]
+    assert time.perf_counter() - started < 2  # was ~6 s for the first body alone
+
+
+@pytest.mark.parametrize("body, linked", [("Fixes #1", True), ("closes: #1", True), ("Resolved  #1.", True),
+                                          ("fix:#1", False), ("prefix #1", False), ("fixes # 1", False)])
+def test_closing_keyword_forms(client, hello, operator, app, body, linked):
+    deliver(client, "issues", payload_path("issues/opened.payload.json").read_bytes())
+    pr = load_payload("pull_request/opened.payload.json")
+    pr["pull_request"]["body"] = body
+    deliver(client, "pull_request", pr)
+    process_all(app)
+    [row] = pulls_of(client, hello, operator)
+    assert (row["issue"] is not None) is linked
+
+
+@pytest.fixture
+def github_app(github_config, fake_github, rsa_keys):
+    github_config.update(MCC_GITHUB_APP_ID=fake_github.app_id, MCC_GITHUB_APP_PRIVATE_KEY=rsa_keys[0])
+    return fake_github
+
+
+def test_installation_created_binds_the_projects_of_its_repositories(client, app, github_app):
+    """Confirmed with GitHub first: bound once GitHub says the installation covers the repository,
+    unbound once GitHub says it no longer does."""
     from mcc.models.project import Project
 
     payload = load_payload("installation/created.payload.json")
+    installation = str(payload["installation"]["id"])
     repo = payload["repositories"][0]["full_name"]
     project = make_project(github_repo=repo)
+    github_app.add_repo(repo, installation_id=installation)
     assert deliver(client, "installation", payload).status_code == 202
     assert process_all(app) == ["processed"]
     project = db.session.get(Project, project.id)
-    assert project.github_installation_id == str(payload["installation"]["id"])
-    assert project.github_app_id == str(payload["installation"]["app_id"])
+    assert project.github_installation_id == installation
+    assert project.github_app_id == github_app.app_id  # GitHub's answer, not the payload's app_id
+    assert github_app.calls("GET", f"/repos/{repo}/installation")
+    github_app.installations.pop(installation)
     deliver(client, "installation", load_payload("installation/deleted.payload.json") | {
         "installation": payload["installation"]})
     assert process_all(app) == ["processed"]
+    assert db.session.get(Project, project.id).github_installation_id is None
+
+
+def test_installation_events_github_does_not_confirm_change_nothing(client, app, github_app):
+    """A validly signed but false installation event (captured, or sent by whoever holds the global
+    secret) binds or unbinds nothing that GitHub does not confirm."""
+    from mcc.models.project import Project
+
+    bound = make_project(github_repo="acme/bound", github_installation_id="111")
+    free = make_project(github_repo="acme/free")
+    github_app.add_repo("acme/bound", installation_id="111")
+    github_app.add_repo("acme/free")
+    deliver(client, "installation", {"action": "created", "installation": {"id": 666, "app_id": 1},
+                                     "repositories": [{"full_name": "acme/free"}, {"full_name": "acme/bound"}]})
+    deliver(client, "installation", {"action": "deleted", "installation": {"id": 111, "app_id": 1}})
+    deliver(client, "installation_repositories", {"action": "removed", "installation": {"id": 111},
+                                                  "repositories_added": [],
+                                                  "repositories_removed": [{"full_name": "acme/bound"}]})
+    assert process_all(app) == ["ignored"] * 3
+    assert db.session.get(Project, bound.id).github_installation_id == "111"
+    assert db.session.get(Project, free.id).github_installation_id is None
+
+
+def test_without_a_github_app_installation_events_change_nothing(client, app, github_config):
+    from mcc.models.project import Project
+
+    project = make_project(github_repo="acme/free")
+    deliver(client, "installation", {"action": "created", "installation": {"id": 666, "app_id": 1},
+                                     "repositories": [{"full_name": "acme/free"}]})
+    assert process_all(app) == ["ignored"]
+    [stored] = deliveries()
+    assert "cannot confirm" in stored.error
     assert db.session.get(Project, project.id).github_installation_id is None
 
 

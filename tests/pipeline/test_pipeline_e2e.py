@@ -356,8 +356,8 @@ def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continu
     assert paused.status_code == 200, paused.text
     script.release.set()
 
-    # The call already at the gateway finishes (the tester asks to read the pull request), and then
-    # nothing: the call that would hand the tester the diff, its verdict, the reviewer — all held.
+    # The call already at the gateway is closed as its answer starts to stream (the tester's turn
+    # ends cancelled, a copy of it held), and then nothing: the tester, its verdict, the reviewer.
     time.sleep(3)
     late = [role_of(c.body) for c in llm.calls_after(paused_at)]
     assert late == [], f"LLM calls made while paused: {late}"
@@ -367,7 +367,7 @@ def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continu
     assert prt.api("GET", "/emergency/status").json()["status"] == "paused"
     assert not any(e["status"] == "review" for e in progress.drain())
 
-    # An admin resumes: the held tester continues where it stopped, then the reviewer approves.
+    # An admin resumes: the held copy of the tester's turn runs, then the reviewer approves.
     admin = prt.login("admin")
     resumed = prt.api("POST", "/emergency/resume-all", token=admin)
     assert resumed.status_code == 200, resumed.text

@@ -38,21 +38,23 @@ def limit(scope_type="global", scope_id=None, amount="10", period="daily", thres
     return created
 
 
-def spend(project, agent, cost: str, at: datetime | None = None) -> list[dict]:
+def spend(project, agent, cost: str, at: datetime | None = None, task=None, reservation=None) -> list[dict]:
     """Record one LLM call's cost the way the turn engine does; returns the alert events."""
     entry = LedgerEntry(project_id=project.id, agent_id=agent.id, model=SONNET, tokens_in=10, tokens_out=10,
-                        cost_usd=Decimal(cost), created_at=at or datetime.now(timezone.utc))
+                        cost_usd=Decimal(cost), created_at=at or datetime.now(timezone.utc),
+                        task_id=task.id if task is not None else None)
     db.session.add(entry)
     db.session.flush()
     budget.record_call(entry, None)
     db.session.commit()
-    events = budget.settle(None, entry)
+    events = budget.settle(reservation, entry)
     db.session.commit()
     return events
 
 
-def reserve(project, agent, messages=None):
-    reservation, checks = budget.plan_reservation(project.id, agent.id, SONNET, messages or [], 1000)
+def reserve(project, agent, messages=None, task=None):
+    reservation, checks = budget.plan_reservation(project.id, agent.id, SONNET, messages or [], 1000,
+                                                  task.id if task is not None else None)
     call = coordination.acquire_llm_call(
         emergency.state_from_database, [(k, l, a) for k, l, a, _, _ in checks],
         lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
@@ -210,3 +212,74 @@ def test_unreachable_budget_store_refuses_calls_under_a_block_limit(team, app):
         assert reserve(project, bob)[1] is not None  # no block limit covers Bob
     finally:
         app.extensions["mcc_redis"] = real
+
+
+# --- task and issue scopes -------------------------------------------------------------------------
+
+def make_task(project, title: str, issue=None):
+    from mcc.models.task import Task
+
+    task = Task(project_id=project.id, title=title, issue_id=issue.id if issue is not None else None)
+    db.session.add(task)
+    db.session.commit()
+    return task
+
+
+def call_for(project, agent, task, cost: str) -> list[dict]:
+    """One call of a task's turn: reserve its worst case, then settle it at ``cost``."""
+    reservation, call = reserve(project, agent, task=task)
+    assert call is not None
+    events = spend(project, agent, cost, task=task, reservation=reservation)
+    coordination.release_llm_call(call)
+    return events
+
+
+def test_a_task_limit_stops_that_task_and_no_other(team):
+    """$0.05 on task A, calls of $0.02 (worst case ~$0.017 each): two fit, the third is refused."""
+    project, (ann, bob), _ = team
+    a, b = make_task(project, "A"), make_task(project, "B")
+    cap = limit("task", a.id, amount="0.05", action="block")
+    call_for(project, ann, a, "0.02")
+    call_for(project, ann, a, "0.02")
+    with pytest.raises(coordination.BudgetRefused) as refused:
+        call_for(project, ann, a, "0.02")
+    assert refused.value.used_micro == 40_000  # what was spent stayed under the cap
+    for _ in range(4):
+        call_for(project, bob, b, "0.02")  # the project's other task goes on
+    assert budget.spent_from_rollup(cap, budget.limit_period(cap)) == Decimal("0.04")
+
+
+def test_reaching_a_task_block_fails_the_task_with_a_notification(team):
+    from mcc.models.task import Task
+
+    project, (ann, _), _ = team
+    a, b = make_task(project, "Write the parser"), make_task(project, "Other work")
+    cap = limit("task", a.id, amount="0.05", action="block")
+    events = call_for(project, ann, a, "0.06")  # a gateway cost above the reservation reaches it
+    assert [e["data"]["scope"] for e in events if e["event"] == "budget_alert"][-1] == {
+        "type": "task", "id": str(a.id), "name": "Write the parser"}
+    assert db.session.get(Task, a.id).status == "failed" and db.session.get(Task, b.id).status == "pending"
+    note = db.session.query(Notification).filter_by(kind="task_failed").one()
+    assert note.data["limit_id"] == str(cap.id) and "Task 'Write the parser'" in note.message
+
+
+def test_an_issue_limit_covers_every_task_of_the_issue(team):
+    from tests.factories import make_issue
+
+    project, (ann, bob), _ = team
+    issue = make_issue(project)
+    one, two = make_task(project, "one", issue), make_task(project, "two", issue)
+    loose = make_task(project, "not of the issue")
+    limit("issue", issue.id, amount="0.03", action="block")
+    call_for(project, ann, one, "0.02")
+    with pytest.raises(coordination.BudgetRefused):
+        call_for(project, bob, two, "0.02")  # 0.02 spent by its sibling + a worst case > 0.03
+    call_for(project, bob, loose, "0.02")
+
+
+def test_task_and_issue_scopes_must_exist(team):
+    from mcc.errors import ValidationFailed
+
+    for scope_type in ("task", "issue"):
+        with pytest.raises(ValidationFailed, match=f"No {scope_type} with that id"):
+            limit(scope_type, uuid.uuid4())

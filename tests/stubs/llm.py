@@ -2,7 +2,9 @@
 
 It is a real HTTP server (our gateway client runs unpatched against it). Each request takes the
 next scripted step, or the default reply when the script is empty; every request is recorded
-with its arrival time.
+with its arrival time. A request with ``stream: true`` gets server-sent events: the content word
+by word (``chunk_delay`` seconds apart), tool calls, a usage chunk, ``[DONE]``; the record says
+when the client closed the stream early (``closed_at``) or that it was read to the end.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ class Step:
     delay: float = 0.0
     headers: dict = field(default_factory=dict)
     body: dict | None = None  # raw body override
+    chunk_delay: float = 0.0  # streaming: seconds between two chunks
+    stream_usage: bool = True  # streaming: send the usage chunk at the end
 
 
 @dataclass
@@ -29,6 +33,14 @@ class Call:
     at: float
     body: dict
     headers: dict
+    chunks_sent: int = 0
+    closed_at: float | None = None  # the client hung up before the end of the stream
+    completed: bool = False
+
+
+def _words(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w + " " for w in words[:-1]] + [words[-1]] if text else []
 
 
 class LLMStub:
@@ -50,8 +62,9 @@ class LLMStub:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                record = Call(time.time(), body, dict(self.headers))
                 with stub.lock:
-                    stub.calls.append(Call(time.time(), body, dict(self.headers)))
+                    stub.calls.append(record)
                     if stub.responder is not None:
                         step = stub.responder(body)
                     elif stub.script:
@@ -62,6 +75,9 @@ class LLMStub:
                     step = Step(status=404, body={"error": {"message": f"no route {self.path}"}})
                 if step.delay:
                     time.sleep(step.delay)
+                if body.get("stream") and step.status == 200 and step.body is None:
+                    self._stream(step, body, record)
+                    return
                 payload = step.body if step.body is not None else (
                     {"id": "chatcmpl-stub", "object": "chat.completion", "model": body.get("model"),
                      "choices": [{"index": 0, "finish_reason": "tool_calls" if step.tool_calls else "stop",
@@ -77,6 +93,40 @@ class LLMStub:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(raw)
+                record.completed = True
+
+            def _stream(self, step: Step, body: dict, record: Call):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                for name, value in step.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "model": body.get("model")}
+                deltas = [{"role": "assistant", "content": word} for word in _words(step.content or "")]
+                deltas += [{"tool_calls": [{"index": i, **call}]} for i, call in enumerate(step.tool_calls or [])]
+                events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+                events.append({**base, "choices": [{"index": 0, "delta": {},
+                                                    "finish_reason": "tool_calls" if step.tool_calls else "stop"}]})
+                if step.stream_usage:
+                    usage = step.usage if step.usage is not None else {"prompt_tokens": 10, "completion_tokens": 5}
+                    events.append({**base, "choices": [], "usage": usage})
+                try:
+                    for index, event in enumerate(events):
+                        if index and step.chunk_delay:
+                            time.sleep(step.chunk_delay)
+                        self._chunk(f"data: {json.dumps(event)}\n\n".encode())
+                        record.chunks_sent += 1
+                    self._chunk(b"data: [DONE]\n\n")
+                    self._chunk(b"")
+                    record.completed = True
+                except OSError:  # the client closed the stream
+                    record.closed_at = time.time()
+                    self.close_connection = True
+
+            def _chunk(self, data: bytes):
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -372,3 +372,38 @@ def test_enforcement_survives_a_redis_flush(start_runtime, llm, app):
     final, calls = ledger(app)
     assert calls == len(llm.calls) == 3
     assert final <= amount
+
+
+def test_a_task_limit_stops_that_task_and_the_projects_other_tasks_go_on(start_runtime, llm, app):
+    """$0.05 on task A; every call of its coder (and of task B's) costs about $0.02 and asks for a
+    tool, so the turns keep calling. A stops within its limit and fails, with a notification; B goes on."""
+    from mcc.models.control import Notification
+
+    runtime = start_runtime(workers=2, MCC_LOOP_REPEATS="0")  # the same call on purpose: no loop breaker
+    team = make_team(app, ("Cody", "coder", SONNET), ("Cora", "coder", SONNET))
+    admin = runtime.login("admin")
+    base = f"/projects/{team['project']}/tasks"
+    a = runtime.api("POST", base, json={"title": "Task A"}).json()
+    b = runtime.api("POST", base, json={"title": "Task B"}).json()
+    create_limit(runtime, admin, name="task A cap", scope_type="task", scope_id=a["id"], amount_usd=0.05)
+    tool = {"id": "call_1", "type": "function", "function": {"name": "list_participants", "arguments": "{}"}}
+    llm.responder = lambda body: Step(content=None, tool_calls=[tool], usage={
+        "prompt_tokens": billed(body), "completion_tokens": body["max_tokens"]})
+    assert runtime.api("POST", f"{base}/{a['id']}/assign", json={"agent_id": team["agents"]["Cody"]}).ok
+    assert runtime.api("POST", f"{base}/{b['id']}/assign", json={"agent_id": team["agents"]["Cora"]}).ok
+
+    failed = runtime.wait_for(lambda: (lambda t: t if t["status"] == "failed" else None)(
+        runtime.api("GET", f"{base}/{a['id']}").json()), timeout=60)
+    assert "budget limit 'task A cap'" in failed["history"][-1]["reason"]
+    spent_a, calls_a = ledger(app, task_id=a["id"])
+    assert calls_a == 2 and spent_a <= Decimal("0.05") and failed["spent"] == float(spent_a)
+    # B keeps calling after A stopped, and is not failed.
+    _, calls_b_then = ledger(app, task_id=b["id"])
+    runtime.wait_for(lambda: ledger(app, task_id=b["id"])[1] > max(calls_b_then, 3), timeout=30)
+    assert runtime.api("GET", f"{base}/{b['id']}").json()["status"] == "in_progress"
+    assert ledger(app, task_id=a["id"])[1] == 2
+    notes = [n for n in db_rows(app, Notification) if n.kind == "task_failed"]
+    assert [n.data["task_id"] for n in notes] == [a["id"]]
+    by_task = runtime.api("GET", "/budget/by-task").json()
+    assert {i["name"] for i in by_task["items"]} == {"Task A", "Task B"}
+    runtime.api("POST", "/emergency/pause-all", json={"reason": "end of test"})  # B would go on for a while

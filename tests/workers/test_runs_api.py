@@ -72,24 +72,31 @@ def test_a_failed_turn_is_listed_shown_with_its_calls_and_succeeds_on_retry(runt
     assert runtime.api("POST", f"/turns/{uuid.uuid4()}/retry").status_code == 404
 
 
-def test_cancel_a_waiting_turn_but_not_a_running_one(start_runtime, llm, app):
+def test_cancel_a_waiting_turn_at_once_and_a_running_one_within_a_second(start_runtime, llm, app):
+    import time
+
     runtime = start_runtime(workers=1)
     team = make_team(app, ("Ada", "architect", SONNET), ("Bob", "coder", SONNET))
-    llm.default = Step(content="slow", delay=3, usage=USAGE)
+    llm.default = Step(content="slow " * 600, chunk_delay=0.05, usage=USAGE)  # half a minute of streaming
     runtime.post(team["project"], team["conversation"], "@Ada first")
     runtime.post(team["project"], team["conversation"], "@Bob second")
     running = runtime.wait_for(lambda: runtime.api("GET", "/turns?status=running").json()["items"])[0]
     assert running["agent_id"] == team["agents"]["Ada"] and running["heartbeat_age_s"] is not None
     assert 0 <= running["heartbeat_age_s"] < 5
-    refused = runtime.api("POST", f"/turns/{running['id']}/cancel")
-    assert refused.status_code == 409 and "running" in refused.json()["error"]["message"]
     waiting = runtime.api("GET", "/turns?status=queued").json()["items"]
     assert [t["agent_id"] for t in waiting] == [team["agents"]["Bob"]]
     cancelled = runtime.api("POST", f"/turns/{waiting[0]['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     audit = runtime.api("GET", "/audit?action=turn.cancelled", token=runtime.login("admin")).json()["items"]
     assert [(e["target_id"], e["details"]["was"]) for e in audit] == [(waiting[0]["id"], "queued")]
-    runtime.wait_for(lambda: agent_replies(runtime, team))
-    runtime.wait_for(lambda: runtime.api("GET", "/turns?status=succeeded").json()["total"] == 1)
-    assert llm.calls and all("Bob" not in c.body["messages"][0]["content"][:20] for c in llm.calls)
+    runtime.wait_for(lambda: llm.calls and llm.calls[0].chunks_sent >= 3, interval=0.05)
+    stopping = runtime.api("POST", f"/turns/{running['id']}/cancel")
+    asked = time.time()
+    assert stopping.status_code == 200 and stopping.json()["status"] == "running"
+    done = runtime.wait_for(lambda: (lambda t: t if t["status"] == "cancelled" else None)(
+        runtime.api("GET", f"/turns/{running['id']}").json()), interval=0.05)
+    runtime.wait_for(lambda: llm.calls[0].closed_at, interval=0.05)  # the stub notices at its next writes
+    assert llm.calls[0].closed_at - asked < 1.0 and not llm.calls[0].completed
+    assert done["error"] == "a person cancelled the turn" and len(done["ledger"]) == 1  # the partial call
+    assert len(llm.calls) == 1 and not agent_replies(runtime, team)  # Bob's turn never ran
     assert runtime.api("POST", f"/turns/{waiting[0]['id']}/cancel").status_code == 409

@@ -53,20 +53,35 @@ def test_a_paused_conversation_stores_messages_and_resume_answers_each_in_order(
     assert len(llm.calls) == 2 and _turn_statuses(app, team) == ["succeeded", "succeeded"]
 
 
-def test_pause_lets_the_running_call_finish_but_holds_its_hand_off(runtime, llm, app):
+def test_pause_closes_the_running_call_and_resume_answers_the_message_again(runtime, llm, app):
+    """Pausing used to let the running call finish and bill; now it closes the stream within a
+    second, the partial call is on record, the turn ends cancelled, and a copy of it waits for the
+    resume (the work is kept, the half-streamed answer is not used)."""
+    from mcc.models.turn import LedgerEntry
+
     team = make_team(app, ("Ada", "architect", SONNET), ("Bob", "coder", SONNET))
-    llm.responder = lambda body: (Step(content="@Bob over to you", delay=1.5, usage=USAGE)
+    llm.responder = lambda body: (Step(content="thinking " * 300, chunk_delay=0.05, usage=USAGE)
                                   if who_is_asked(body) == "Ada" else Step(content="Bob here", usage=USAGE))
-    runtime.post(team["project"], team["conversation"], "@Ada start")
-    runtime.wait_for(lambda: llm.calls, interval=0.05)
+    start = runtime.post(team["project"], team["conversation"], "@Ada start")
+    runtime.wait_for(lambda: llm.calls and llm.calls[0].chunks_sent >= 3, interval=0.05)
     assert runtime.api("POST", _conversation_path(team) + "/pause").status_code == 200
-    [ada] = runtime.wait_for(lambda: agent_replies(runtime, team))
-    assert ada["content"] == "@Bob over to you"
-    runtime.wait_for(lambda: _turn_statuses(app, team) == ["held", "succeeded"])
-    time.sleep(1.5)
-    assert len(llm.calls) == 1
+    paused = time.time()
+    runtime.wait_for(lambda: _turn_statuses(app, team) == ["cancelled", "held"])
+    assert llm.calls[0].closed_at is not None and llm.calls[0].closed_at - paused < 1.0
+    assert not llm.calls[0].completed
+    [entry] = db_rows(app, LedgerEntry, conversation_id=uuid.UUID(team["conversation"]))
+    assert entry.tokens_out > 0 and entry.cost_source == "estimated"
+    [note] = [m for m in runtime.messages(team["project"], team["conversation"]) if m["author_type"] == "system"]
+    assert note["content"].startswith("Ada was stopped: the conversation was paused.")
+    assert note["content"].endswith("It answers again once the pause is lifted.")
+    time.sleep(1)
+    assert len(llm.calls) == 1 and not agent_replies(runtime, team)
+
+    llm.responder = lambda body: Step(content="@Bob over to you" if who_is_asked(body) == "Ada" else "Bob here",
+                                      usage=USAGE)
     runtime.api("POST", _conversation_path(team) + "/resume")
-    bob = runtime.wait_for(lambda: (lambda r: r[1] if len(r) == 2 else None)(agent_replies(runtime, team)))
+    ada, bob = runtime.wait_for(lambda: (lambda r: r if len(r) == 2 else None)(agent_replies(runtime, team)))
+    assert (ada["agent"]["name"], ada["reply_to"]) == ("Ada", start["id"])
     assert (bob["agent"]["name"], bob["reply_to"]) == ("Bob", ada["id"])
 
 
