@@ -50,7 +50,8 @@ def test_metrics_are_read_at_scrape_time_by_any_web_process(start_runtime, llm, 
 
         def flushed():  # each process writes what it saw to Redis within a second
             samples = scrape(other_base)  # the other process: it served none of the requests above
-            counts = {(s["route"], s["status"]): v for s, v in samples.get("mcc_http_request_duration_seconds_count", [])}
+            counts = {(labels["route"], labels["status"]): v
+                      for labels, v in samples.get("mcc_http_request_duration_seconds_count", [])}
             return samples if (counts.get((MESSAGES_ROUTE, "201")) == 1 and counts.get(("/metrics", "401")) == 2
                                and samples.get("mcc_socket_connections")) else None
 
