@@ -64,6 +64,10 @@ def observe_request(response):
     """after_request: one observation of the duration histogram, by route template, method and status."""
     from mcc.logging_setup import request_duration
 
+    if request.blueprint == "health":
+        # Probes are not observed: /healthz must answer while Redis hangs (the write would wait
+        # MCC_REDIS_TIMEOUT), and a probe every few seconds would swamp the histogram anyway.
+        return response
     rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
     labels = f"{rule}\t{request.method}\t{response.status_code}"
     duration = request_duration()

@@ -258,6 +258,8 @@ def init_app(app) -> None:
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()
+    log.info("live channel: Socket.IO async mode %s%s", config["MCC_SOCKETIO_ASYNC_MODE"],
+             ", psycopg2 cooperative (psycogreen)" if config["MCC_SOCKETIO_ASYNC_MODE"] == "gevent" else "")
     redis_url = config.get("REDIS_URL")
     socketio.init_app(
         app,
@@ -390,7 +392,7 @@ def on_connect(auth=None):
             socketio.start_background_task(_sweep_connections, current_app._get_current_object(),
                                            current_app.config["MCC_SOCKET_SWEEP_SECONDS"])
     _admission.authenticated(request.sid)
-    log.info("socket %s connected as %s", request.sid, connection.username)
+    log.info("socket %s connected as %s from %s", request.sid, connection.username, request.remote_addr)
 
 
 def _authenticate_in_turn(token: str | None) -> Connection:

@@ -114,3 +114,73 @@ class RedisServer:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+user root;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{site}
+}}
+"""
+
+# The site block docs/deployment.md shows: sticky by client address, WebSocket upgrade, the client's
+# address forwarded (MCC_TRUSTED_PROXIES=1).
+NGINX_SITE = """
+    upstream mcc_web {{
+        ip_hash;
+{servers}
+    }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://mcc_web;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $http_host;  # with its port: Socket.IO checks Origin against it
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_read_timeout 1h;
+        }}
+    }}
+"""
+
+
+class Nginx:
+    """nginx (Debian's package; scripts/services installs it when absent) in front of ``backends``."""
+
+    def __init__(self, backends: list[str], prefix: Path):
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        servers = "\n".join(f"        server {b.removeprefix('http://')};" for b in backends)
+        site = NGINX_SITE.format(servers=servers, port=self.port)
+        conf = prefix / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(prefix=prefix, site=site))
+        self.process = Process(f"nginx -p {prefix} -c {conf} -e {prefix}/error.log", {}, prefix / "nginx.log")
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited:\n{self.process.output()}")
+            try:
+                requests.get(f"{self.base}/healthz", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        self.process.stop()
+        raise RuntimeError("nginx did not answer within 15 s")
+
+    def stop(self) -> None:
+        self.process.stop(signal.SIGQUIT)

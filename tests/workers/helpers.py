@@ -55,8 +55,8 @@ def wait_until_listening(runtime: Runtime, workers, timeout: float = 90) -> None
 class Listener:
     """A Socket.IO client that records every event the server sends it, by name."""
 
-    def __init__(self, base: str, token: str):
-        self.client = socketio.Client(reconnection=False)
+    def __init__(self, base: str, token: str, **client_options):
+        self.client = socketio.Client(reconnection=False, **client_options)
         self.events: dict[str, queue.Queue] = {}
         self.client.on("*", self._record)
         self.client.connect(base, transports=["websocket"], auth={"token": token}, wait_timeout=10)
