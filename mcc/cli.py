@@ -150,7 +150,8 @@ def jobs(limit, scheduled, as_json):
             click.echo(json.dumps(rows, indent=2))
             return
         for row in rows:
-            click.echo(f"{row['name']}\t{row['schedule']}\tnext {row['next_run'] or 'not scheduled (no worker ran yet)'}"
+            next_run = row["next_run"] or "not scheduled (no worker ran yet)"
+            click.echo(f"{row['name']}\t{row['schedule']}\tnext {next_run}"
                        f"\t{row['function']} on queue {row['queue']}: {row['description']}")
         return
     by_state = {state: list_turns(1, limit, state) for state in ("queued", "held", "running", "failed")}

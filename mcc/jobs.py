@@ -30,7 +30,8 @@ _embedded_reaper = {"started": False, "lock": threading.Lock()}
 
 def start_embedded_reaper(app) -> None:
     """Embedded mode has no worker, so the web process recovers the turns a previous run left
-    "running" (it was stopped mid-turn) and any turn whose thread died, as a worker's reaper does.
+    "running" (it was stopped mid-turn) and any turn whose thread died, as a worker's reaper does,
+    and runs the periodic jobs.
     Started by the first request, so `flask` commands never start it."""
     if get_redis() is not None or _embedded_reaper["started"]:
         return
@@ -40,11 +41,13 @@ def start_embedded_reaper(app) -> None:
         _embedded_reaper["started"] = True
 
     def reap_forever():
+        from mcc.periodic import run_due_in_process
         from mcc.services.turns import reaper_pass
 
         while True:
             with app.app_context():
                 reaper_pass()
+                run_due_in_process()  # no worker runs the periodic jobs either
             threading.Event().wait(app.config["MCC_REAPER_SECONDS"])
 
     threading.Thread(target=reap_forever, daemon=True, name="embedded-turn-reaper").start()

@@ -76,7 +76,8 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 def assign_request_id() -> None:
-    incoming = request.headers.get("X-Request-ID", "")
+    """The client's X-Request-ID when plain; for a GitHub webhook, GitHub's delivery id; else a new one."""
+    incoming = request.headers.get("X-Request-ID") or request.headers.get("X-GitHub-Delivery") or ""
     g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else str(uuid.uuid4())
     g.request_started = time.perf_counter()
 

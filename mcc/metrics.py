@@ -2,8 +2,9 @@
 
 Web and worker processes are forked and many; none keeps a metric in memory. What a scrape shows
 is read when it happens (a custom collector), and the two things only a process sees are written
-to Redis as they happen: the HTTP request duration histogram (one pipeline per request) and each
-web process's Socket.IO connection count (a key per process that expires when it stops reporting).
+to Redis: the HTTP request duration histogram and each web process's Socket.IO connection count (a
+key per process that expires when it stops reporting). A request never waits for Redis for this: a
+flusher thread per process writes what it added up every second.
 
 ``MCC_METRICS_TOKEN`` unset: 404 (no metrics endpoint). Set: ``Authorization: Bearer <token>``
 required (401 otherwise).
@@ -39,9 +40,24 @@ _local_lock = threading.Lock()
 
 
 # --- what processes write as it happens --------------------------------------------------------
+# A request never waits for Redis: observations are added up in the process and written by a
+# flusher thread every FLUSH_SECONDS (and by a scrape of this process, before it reads).
+
+FLUSH_SECONDS = 1.0
+MAX_PENDING = 20_000  # distinct fields kept while Redis is unreachable; beyond, new ones are dropped
+_pending: dict[str, float] = {}
+_socket_report: dict = {}
+_flusher = {"pid": None}
+
 
 def _bucket(seconds: float) -> str:
     return next((repr(b) for b in BUCKETS if seconds <= b), "+Inf")
+
+
+def _add(target: dict, fields: dict) -> None:
+    for field, amount in fields.items():
+        if field in target or len(target) < MAX_PENDING:
+            target[field] = target.get(field, 0) + amount
 
 
 def observe_request(response):
@@ -55,35 +71,64 @@ def observe_request(response):
     rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
     labels = f"{rule}\t{request.method}\t{response.status_code}"
     duration = request_duration()
-    fields = {f"{labels}\tb\t{_bucket(duration)}": 1, f"{labels}\tcount": 1}
-    try:
-        redis = get_redis()
-        if redis is None:
-            with _local_lock:
-                for field, amount in fields.items():
-                    _local_http[field] = _local_http.get(field, 0) + amount
-                _local_http[f"{labels}\tsum"] = _local_http.get(f"{labels}\tsum", 0.0) + duration
-        else:
-            pipe = redis.pipeline(transaction=False)
-            for field, amount in fields.items():
-                pipe.hincrby(HTTP_KEY, field, amount)
-            pipe.hincrbyfloat(HTTP_KEY, f"{labels}\tsum", duration)
-            pipe.execute()
-    except Exception:  # metrics must never fail a request
-        log.debug("could not record the request duration", exc_info=True)
+    fields = {f"{labels}\tb\t{_bucket(duration)}": 1, f"{labels}\tcount": 1, f"{labels}\tsum": duration}
+    with _local_lock:
+        _add(_local_http if get_redis() is None else _pending, fields)
+    _ensure_flusher(current_app._get_current_object())
     return response
 
 
 def report_socket_connections(count: int, ttl: float) -> None:
-    """This web process holds ``count`` Socket.IO connections (forgotten ``ttl`` s after its last report)."""
+    """This web process holds ``count`` Socket.IO connections (forgotten ``ttl`` s after its last flush)."""
+    with _local_lock:
+        _local_sockets[PROCESS] = count
+        _socket_report.update(count=count, ttl=max(int(ttl), int(FLUSH_SECONDS * 10)))
+    _ensure_flusher(current_app._get_current_object())
+
+
+def flush(app) -> None:
+    """Write what this process observed to Redis; kept for the next flush when Redis is away."""
+    with _local_lock:
+        pending = dict(_pending)
+        _pending.clear()
+        sockets = dict(_socket_report)
+    if not pending and not sockets:
+        return
     try:
-        redis = get_redis()
-        if redis is None:
-            _local_sockets[PROCESS] = count
-        else:
-            redis.set(SOCKETS_KEY + PROCESS, count, ex=max(1, int(ttl)))
+        with app.app_context():
+            redis = get_redis()
+            if redis is None:
+                return
+            pipe = redis.pipeline(transaction=False)
+            for field, amount in pending.items():
+                if field.endswith("\tsum"):
+                    pipe.hincrbyfloat(HTTP_KEY, field, amount)
+                else:
+                    pipe.hincrby(HTTP_KEY, field, int(amount))
+            if sockets:
+                pipe.set(SOCKETS_KEY + PROCESS, sockets["count"], ex=sockets["ttl"])
+            pipe.execute()
     except Exception:
-        log.debug("could not report the socket count", exc_info=True)
+        with _local_lock:
+            _add(_pending, pending)
+        log.debug("could not write metrics to Redis; kept for the next flush", exc_info=True)
+
+
+def _ensure_flusher(app) -> None:
+    """One flusher thread per process (a forked process starts its own)."""
+    if _flusher["pid"] == os.getpid():
+        return
+    with _local_lock:
+        if _flusher["pid"] == os.getpid():
+            return
+        _flusher["pid"] = os.getpid()
+
+    def run():
+        while True:
+            threading.Event().wait(FLUSH_SECONDS)
+            flush(app)
+
+    threading.Thread(target=run, daemon=True, name="metrics-flusher").start()
 
 
 # --- what a scrape reads -------------------------------------------------------------------------
@@ -232,5 +277,7 @@ def metrics():
         response = error_response(401, "UNAUTHORIZED", "Send Authorization: Bearer <MCC_METRICS_TOKEN>.")
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    body = generate_latest(_registry(current_app._get_current_object()))
+    app = current_app._get_current_object()
+    flush(app)  # this process's own observations, including this scrape's predecessors
+    body = generate_latest(_registry(app))
     return Response(body, content_type=CONTENT_TYPE_LATEST)

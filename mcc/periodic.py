@@ -68,7 +68,8 @@ def ensure_scheduled() -> list[str]:
         if not redis.set(claim, "1", nx=True, ex=int(interval * 2) + 60):
             continue
         enqueue(periodic.func, queue=periodic.queue, job_id=periodic.job_id(slot),
-                delay=max(slot * interval - now, 0.001), description=f"periodic {periodic.name}: {periodic.description}")
+                delay=max(slot * interval - now, 0.001),
+                description=f"periodic {periodic.name}: {periodic.description}")
         scheduled.append(periodic.job_id(slot))
     return scheduled
 
@@ -94,3 +95,28 @@ def schedule_report() -> list[dict]:
                      "schedule": f"every {interval:g} s" if interval > 0 else f"off ({periodic.interval_setting}=0)",
                      "next_run": next_run, "description": periodic.description})
     return rows
+
+
+_in_process_slots: dict[str, int] = {}
+
+
+def run_due_in_process() -> list[str]:
+    """Embedded mode (no Redis, no worker): the web process's reaper thread runs each periodic job
+    itself, once per slot (and once when the process starts)."""
+    from rq.utils import import_attribute
+
+    ran = []
+    now = time.time()
+    for periodic in PERIODIC:
+        if periodic.interval <= 0:
+            continue
+        slot = periodic.next_slot(now) - 1
+        if _in_process_slots.get(periodic.name) == slot:
+            continue
+        _in_process_slots[periodic.name] = slot
+        try:
+            import_attribute(periodic.func)()
+            ran.append(periodic.name)
+        except Exception:
+            log.exception("periodic job %s failed", periodic.name)
+    return ran

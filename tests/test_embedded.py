@@ -121,3 +121,20 @@ def test_a_turn_left_running_by_a_stopped_quickstart_is_retried_after_a_restart(
         assert len(replies) == 2, (tmp_path / "restart.log").read_text()[-3000:]
     with sqlite3.connect(tmp_path / "mcc.db") as database:
         assert database.execute("SELECT status, attempts FROM turns").fetchall() == [("succeeded", 2)]
+
+
+def test_embedded_mode_runs_the_periodic_token_purge_itself(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCC_TOKEN_PURGE_INTERVAL", "1")
+    with quickstart(tmp_path) as (base, output):
+        match = re.search(r"username: (\S+)\s+password: (\S+)", output)
+        assert match, output
+        requests.post(f"{base}/api/v1/auth/login", json={"username": match[1], "password": match[2]}, timeout=5)
+        with sqlite3.connect(tmp_path / "mcc.db") as database:
+            assert database.execute("UPDATE refresh_tokens SET expires_at = '2000-01-01 00:00:00.000000'").rowcount
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with sqlite3.connect(tmp_path / "mcc.db") as database:
+                if database.execute("SELECT count(*) FROM refresh_tokens").fetchone()[0] == 0:
+                    return
+            time.sleep(0.3)
+        raise AssertionError("the expired refresh token was not purged")

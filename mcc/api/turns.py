@@ -1,4 +1,4 @@
-"""/turns: agent runs as an operator sees them; retry a failed one, cancel a waiting one."""
+"""/turns: agent runs as an operator sees them; retry a failed one, cancel a waiting or running one."""
 from __future__ import annotations
 
 from flask.views import MethodView

@@ -11,7 +11,7 @@ from mcc.extensions import db
 from mcc.models.agent import Agent
 from mcc.models.conversation import Conversation
 from mcc.models.turn import LedgerEntry, Turn
-from mcc.services import coordination, outbox
+from mcc.services import audit, coordination, outbox
 from mcc.services.lookup import paginate
 from mcc.services.turns import cancel_turn, kick
 
@@ -87,6 +87,8 @@ def retry(turn_id: uuid.UUID) -> dict:
     agent = db.session.get(Agent, turn.agent_id)
     if agent is None or not agent.is_active:
         raise Conflict("The turn's agent is inactive.", {"agent_id": str(turn.agent_id)})
+    audit.record("turn.retried", "turn", turn.id, {"conversation_id": turn.conversation_id, "error": turn.error,
+                                                   "attempts": turn.attempts})
     turn.status, turn.error, turn.finished_at = "queued", None, None
     db.session.commit()
     kick(turn.conversation_id)
@@ -100,6 +102,7 @@ def cancel(turn_id: uuid.UUID) -> dict:
     if turn.status not in ("queued", "held", "running"):
         raise Conflict(f"Only a queued, held or running turn can be cancelled; this one is {turn.status}.",
                        {"status": turn.status})
+    audit.record("turn.cancelled", "turn", turn.id, {"conversation_id": turn.conversation_id, "was": turn.status})
     cancel_turn(turn.id, "a person cancelled the turn")
     db.session.commit()
     outbox.flush()

@@ -42,7 +42,8 @@ def upgrade():
         op.execute("""
             CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                RAISE EXCEPTION 'audit_events is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+                RAISE EXCEPTION 'audit_events is append-only: % refused', TG_OP
+                    USING ERRCODE = 'insufficient_privilege';
             END $$""")
         op.execute("CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
                    "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()")

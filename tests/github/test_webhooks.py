@@ -551,3 +551,17 @@ def test_a_merge_done_on_github_completes_the_linked_task(client, hello, app):
     assert process_all(app) == ["processed"]
     assert db.session.get(Task, task.id).status == "completed"
     assert db.session.scalar(select(PullRequest)).state == "merged"
+
+
+def test_the_delivery_id_is_the_request_id_and_travels_into_the_processing_job(client, hello, redis_client):
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    delivery_id = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    response = deliver(client, "issues", payload_path("issues/opened.payload.json").read_bytes(),
+                       delivery=delivery_id)
+    assert response.status_code in (200, 202), response.get_json()
+    assert response.headers["X-Request-ID"] == delivery_id
+    [stored] = deliveries()
+    job = Job.fetch(f"github-delivery-{stored.id}", connection=redis_client, serializer=JSONSerializer)
+    assert job.meta["request_id"] == delivery_id

@@ -48,7 +48,14 @@ def test_metrics_are_read_at_scrape_time_by_any_web_process(start_runtime, llm, 
         wrong = requests.get(f"{runtime.base}/metrics", headers={"Authorization": "Bearer nope"}, timeout=5)
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "UNAUTHORIZED"
 
-        samples = scrape(other_base)  # the other process: it served none of the requests above
+        def flushed():  # each process writes what it saw to Redis within a second
+            samples = scrape(other_base)  # the other process: it served none of the requests above
+            counts = {(labels["route"], labels["status"]): v
+                      for labels, v in samples.get("mcc_http_request_duration_seconds_count", [])}
+            return samples if (counts.get((MESSAGES_ROUTE, "201")) == 1 and counts.get(("/metrics", "401")) == 2
+                               and samples.get("mcc_socket_connections")) else None
+
+        samples = runtime.wait_for(flushed, timeout=10)
         assert value(samples, "mcc_emergency_paused") == 0
         assert value(samples, "mcc_turns", status="succeeded") == 1
         assert value(samples, "mcc_turns", status="failed") == 0

@@ -63,6 +63,10 @@ def test_a_failed_turn_is_listed_shown_with_its_calls_and_succeeds_on_retry(runt
     # It continued where it stopped: the tool was not run again, the new call is attempt 2's.
     assert len(done["tool_calls"]) == 1
     assert [(row["attempt"], row["call_index"]) for row in done["ledger"]] == [(1, 0), (2, 0)]
+    admin = runtime.login("admin")
+    [retry_audit] = runtime.api("GET", f"/audit?action=turn.retried&target_id={turn['id']}",
+                                token=admin).json()["items"]
+    assert retry_audit["actor"] == "operator" and "LLM gateway failed" in retry_audit["details"]["error"]
     again = runtime.api("POST", f"/turns/{turn['id']}/retry")
     assert again.status_code == 409 and again.json()["error"]["code"] == "CONFLICT"
     assert runtime.api("POST", f"/turns/{uuid.uuid4()}/retry").status_code == 404
@@ -83,6 +87,8 @@ def test_cancel_a_waiting_turn_at_once_and_a_running_one_within_a_second(start_r
     assert [t["agent_id"] for t in waiting] == [team["agents"]["Bob"]]
     cancelled = runtime.api("POST", f"/turns/{waiting[0]['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    audit = runtime.api("GET", "/audit?action=turn.cancelled", token=runtime.login("admin")).json()["items"]
+    assert [(e["target_id"], e["details"]["was"]) for e in audit] == [(waiting[0]["id"], "queued")]
     runtime.wait_for(lambda: llm.calls and llm.calls[0].chunks_sent >= 3, interval=0.05)
     stopping = runtime.api("POST", f"/turns/{running['id']}/cancel")
     asked = time.time()
