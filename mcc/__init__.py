@@ -25,11 +25,11 @@ def _require_json_body():
 
 def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     """Build the app from the environment (``env``), then apply test ``overrides``."""
-    from mcc import api, cli, console, errors, hardening, health, jobs, metrics, realtime, redis_store, security
+    from mcc import api, cli, console, errors, hardening, health, metrics, realtime, redis_store, security
     from mcc import models  # noqa: F401  (registers every table with the metadata)
     from mcc.extensions import db, jwt, limiter, migrate
     from mcc.pipeline import tools as pipeline_tools
-    from mcc.runtime import tools
+    from mcc.runtime import recovery, tools
     from mcc.logging_setup import assign_request_id, configure_logging, echo_request_id, log_request
 
     app = Flask(__name__, static_folder=None)
@@ -68,7 +68,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     app.after_request(echo_request_id)
     app.after_request(log_request)
     app.after_request(metrics.observe_request)
-    app.before_request(lambda: jobs.start_embedded_reaper(app))
+    app.before_request(lambda: recovery.start_embedded_reaper(app))
     # Outermost, around Socket.IO's middleware too: sockets are counted per forwarded client address.
     proxies = app.config["MCC_TRUSTED_PROXIES"]
     if proxies:

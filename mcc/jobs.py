@@ -25,34 +25,6 @@ DEFAULT_TIMEOUT = 900
 _embedded_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mcc-job")
 
 
-_embedded_reaper = {"started": False, "lock": threading.Lock()}
-
-
-def start_embedded_reaper(app) -> None:
-    """Embedded mode has no worker, so the web process recovers the turns a previous run left
-    "running" (it was stopped mid-turn) and any turn whose thread died, as a worker's reaper does,
-    and runs the periodic jobs.
-    Started by the first request, so `flask` commands never start it."""
-    if get_redis() is not None or _embedded_reaper["started"]:
-        return
-    with _embedded_reaper["lock"]:
-        if _embedded_reaper["started"]:
-            return
-        _embedded_reaper["started"] = True
-
-    def reap_forever():
-        from mcc.periodic import run_due_in_process
-        from mcc.runtime.engine import reaper_pass
-
-        while True:
-            with app.app_context():
-                reaper_pass()
-                run_due_in_process()  # no worker runs the periodic jobs either
-            threading.Event().wait(app.config["MCC_REAPER_SECONDS"])
-
-    threading.Thread(target=reap_forever, daemon=True, name="embedded-turn-reaper").start()
-
-
 def get_queue(name: str = "default") -> Queue:
     if name not in QUEUES:
         raise ValueError(f"unknown queue {name!r}")

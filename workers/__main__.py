@@ -25,7 +25,9 @@ from rq.serializers import JSONSerializer
 from mcc import create_app
 from mcc.extensions import db
 from mcc.jobs import QUEUES
+from mcc.periodic import ensure_scheduled
 from mcc.redis_store import get_redis
+from mcc.runtime.recovery import reap_forever
 from workers import agent, context, github, maintenance  # noqa: F401  (preload job modules)
 
 log = logging.getLogger("workers")
@@ -39,20 +41,10 @@ def _hold_reaper_across_forks() -> None:
 
 
 def _reaper(app, interval: float, stop: threading.Event) -> None:
-    """Recover abandoned turns; keep the next run of every periodic job scheduled."""
-    from mcc.periodic import ensure_scheduled
-    from mcc.runtime.engine import reaper_pass
-
-    while True:
-        with _reaper_pass, app.app_context():
-            reaper_pass()
-            try:
-                ensure_scheduled()
-            except Exception:
-                log.exception("scheduling the periodic jobs failed")
-            db.engine.dispose()  # nothing pooled in the parent when the next horse forks
-        if stop.wait(interval):
-            return
+    """Recover abandoned turns; keep the next run of every periodic job scheduled. Each pass ends
+    with the engine disposed: nothing pooled in the parent when the next horse forks."""
+    reap_forever(app, interval, ensure_scheduled, stop, guard=lambda: _reaper_pass,
+                 after=lambda: db.engine.dispose())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,25 @@ from datetime import datetime
 from sqlalchemy import delete, select
 
 from mcc.extensions import db
-from mcc.models.auth import RevokedToken
+from mcc.models.auth import RefreshToken, RevokedToken
 from mcc.models.types import as_utc, utcnow
 from mcc.redis_store import get_redis
 
 PREFIX = "mcc:revoked:"
 LOADED_MARKER = "mcc:revoked:__loaded__"
+
+
+def _delete_expired_revocations(now: datetime) -> int:
+    return db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at <= now)).rowcount
+
+
+def purge_expired() -> dict:
+    """Delete revocations and refresh tokens past their expiry: they can no longer be presented.
+    Caller commits."""
+    now = utcnow()
+    revoked = _delete_expired_revocations(now)
+    refresh = db.session.execute(delete(RefreshToken).where(RefreshToken.expires_at <= now)).rowcount
+    return {"revoked_tokens": revoked, "refresh_tokens": refresh}
 
 
 def revoke(key: str, expires_at: datetime) -> None:
@@ -25,7 +38,7 @@ def revoke(key: str, expires_at: datetime) -> None:
     now = utcnow()
     if expires_at <= now:
         return
-    db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at <= now))
+    _delete_expired_revocations(now)
     db.session.merge(RevokedToken(key=key, expires_at=expires_at))
     db.session.flush()
     redis = get_redis()
