@@ -17,8 +17,9 @@ from mcc.extensions import db
 from mcc.github.paths import UnsafePath, contents_url, protected_prefix, repo_path
 from mcc.models.github import PullRequest
 from mcc.models.task import PRIORITIES, Task
-from mcc.services import pipeline, tasks
-from mcc.services.tools import Tool, register
+from mcc.services import tasks
+from mcc.pipeline import stages
+from mcc.runtime.tools import Tool
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _default_branch(client, repo: str) -> str:
 def _create_tasks(args, ctx):
     if ctx.conversation.issue_id is None:
         raise ToolRefusal("create_tasks works in an issue conversation")
-    created = pipeline.create_planned_tasks(ctx.conversation, args["tasks"], ctx.agent)
+    created = stages.create_planned_tasks(ctx.conversation, args["tasks"], ctx.agent)
     return {"created": [{"id": str(t.id), "title": t.title, "status": t.status,
                          "assigned_to": str(t.assigned_agent_id) if t.assigned_agent_id else None}
                         for t in created]}
@@ -227,7 +228,7 @@ def _submit_changes(args, ctx):
     pr, _ = records.upsert_pull_request(task.project_id, data)
     pr.task_id, pr.issue_id = task.id, task.issue_id
     pr.head_sha = commit["sha"]
-    pipeline.advance(task, "testing", actor=ctx.agent, reason=f"changes submitted in #{pr.number}: {args['title']}")
+    stages.advance(task, "testing", actor=ctx.agent, reason=f"changes submitted in #{pr.number}: {args['title']}")
     return {"pull_request": {"number": pr.number, "html_url": pr.html_url}, "branch": branch,
             "commit": commit["sha"], "task_status": task.status}
 
@@ -255,9 +256,9 @@ def _report_test_result(args, ctx):
     if task.status != "testing":
         raise ToolRefusal(f"the task is {task.status}, not testing")
     if args["passed"]:
-        pipeline.advance(task, "review", actor=ctx.agent, reason=f"tests passed: {args['summary']}")
+        stages.advance(task, "review", actor=ctx.agent, reason=f"tests passed: {args['summary']}")
     else:
-        pipeline.advance(task, "in_progress", actor=ctx.agent, reason=f"tests failed: {args['summary']}")
+        stages.advance(task, "in_progress", actor=ctx.agent, reason=f"tests failed: {args['summary']}")
     return {"task_status": task.status}
 
 
@@ -266,46 +267,49 @@ def _submit_review(args, ctx):
     if task.status != "review":
         raise ToolRefusal(f"the task is {task.status}, not in review")
     if args["verdict"] == "request_changes":
-        pipeline.advance(task, "in_progress", actor=ctx.agent, reason=f"changes requested: {args['summary']}")
+        stages.advance(task, "in_progress", actor=ctx.agent, reason=f"changes requested: {args['summary']}")
         return {"task_status": task.status}
     pr = _pull_request_of(task)
     if pr is not None:
         _client(ctx).post(f"/repos/{ctx.project.github_repo}/issues/{pr.number}/comments",
                           json={"body": f"**Review by {ctx.agent.name} (MCC): approve**\n\n{args['summary']}"})
-    pipeline.await_human(task, args["summary"])
+    stages.await_human(task, args["summary"])
     return {"task_status": task.status, "awaiting": "a person's approval of the merge"}
 
 
-def _spec(name, description, properties, required, schema, run, types):
-    register(Tool(name=name, description=description, parameters=_schema(properties, required), schema=schema,
-                  run=_refusing(run), agent_types=types))
+def _spec(name, description, properties, required, schema, run, types) -> Tool:
+    return Tool(name=name, description=description, parameters=_schema(properties, required), schema=schema,
+                run=_refusing(run), agent_types=types)
 
 
-_spec("create_tasks", "Create the tasks that implement this issue; each is assigned to the least-loaded agent "
-      "of its assignee_type (default coder).",
-      {"tasks": {"type": "array", "minItems": 1, "maxItems": 30, "items": _schema({
-          "title": STRING, "description": STRING, "definition_of_done": STRING,
-          "priority": {"type": "string", "enum": list(PRIORITIES)},
-          "assignee_type": {"type": "string", "enum": ["coder", "tester", "reviewer", "architect"]}},
-          ["title"])}}, ["tasks"], CreateTasksArgs, _create_tasks, ("architect",))
-_spec("list_files", "List files and folders at a path of the repository's default branch ('' = root).",
-      {"path": STRING}, [], PathArgs, _list_files, ("coder", "tester", "reviewer", "architect"))
-_spec("read_file", "Read a file of the repository's default branch.", {"path": STRING}, ["path"], PathArgs,
-      _read_file, ("coder", "tester", "reviewer", "architect"))
-_spec("report_progress", "Report progress (0-100) on your task with a short message.",
-      {"progress": {"type": "integer", "minimum": 0, "maximum": 100}, "message": STRING},
-      ["progress", "message"], ProgressArgs, _report_progress, ("coder",))
-_spec("submit_changes", "Commit files (full contents) and deletions in one commit on the task's branch, open or "
-      "update its pull request, and hand the task to testing.",
-      {"title": STRING, "body": STRING,
-       "files": {"type": "array", "items": _schema({"path": STRING, "content": STRING}, ["path", "content"])},
-       "delete": {"type": "array", "items": STRING}}, ["title"], SubmitChangesArgs, _submit_changes, ("coder",))
-_spec("read_pull_request", "Read the task's pull request: its diff and the state of its checks.", {}, [],
-      _Strict, _read_pull_request, ("tester", "reviewer"))
-_spec("report_test_result", "Report whether the task's pull request passes testing, with a summary.",
-      {"passed": {"type": "boolean"}, "summary": STRING}, ["passed", "summary"], TestResultArgs,
-      _report_test_result, ("tester",))
-_spec("submit_review", "Review the task's pull request: approve (a person then approves the merge) or "
-      "request_changes (back to the coder).",
-      {"verdict": {"type": "string", "enum": ["approve", "request_changes"]}, "summary": STRING},
-      ["verdict", "summary"], ReviewArgs, _submit_review, ("reviewer",))
+# The pipeline's tools, loaded into the runtime's registry by ``create_app``.
+TOOLS = [
+    _spec("create_tasks", "Create the tasks that implement this issue; each is assigned to the least-loaded agent "
+          "of its assignee_type (default coder).",
+          {"tasks": {"type": "array", "minItems": 1, "maxItems": 30, "items": _schema({
+              "title": STRING, "description": STRING, "definition_of_done": STRING,
+              "priority": {"type": "string", "enum": list(PRIORITIES)},
+              "assignee_type": {"type": "string", "enum": ["coder", "tester", "reviewer", "architect"]}},
+              ["title"])}}, ["tasks"], CreateTasksArgs, _create_tasks, ("architect",)),
+    _spec("list_files", "List files and folders at a path of the repository's default branch ('' = root).",
+          {"path": STRING}, [], PathArgs, _list_files, ("coder", "tester", "reviewer", "architect")),
+    _spec("read_file", "Read a file of the repository's default branch.", {"path": STRING}, ["path"], PathArgs,
+          _read_file, ("coder", "tester", "reviewer", "architect")),
+    _spec("report_progress", "Report progress (0-100) on your task with a short message.",
+          {"progress": {"type": "integer", "minimum": 0, "maximum": 100}, "message": STRING},
+          ["progress", "message"], ProgressArgs, _report_progress, ("coder",)),
+    _spec("submit_changes", "Commit files (full contents) and deletions in one commit on the task's branch, open or "
+          "update its pull request, and hand the task to testing.",
+          {"title": STRING, "body": STRING,
+           "files": {"type": "array", "items": _schema({"path": STRING, "content": STRING}, ["path", "content"])},
+           "delete": {"type": "array", "items": STRING}}, ["title"], SubmitChangesArgs, _submit_changes, ("coder",)),
+    _spec("read_pull_request", "Read the task's pull request: its diff and the state of its checks.", {}, [],
+          _Strict, _read_pull_request, ("tester", "reviewer")),
+    _spec("report_test_result", "Report whether the task's pull request passes testing, with a summary.",
+          {"passed": {"type": "boolean"}, "summary": STRING}, ["passed", "summary"], TestResultArgs,
+          _report_test_result, ("tester",)),
+    _spec("submit_review", "Review the task's pull request: approve (a person then approves the merge) or "
+          "request_changes (back to the coder).",
+          {"verdict": {"type": "string", "enum": ["approve", "request_changes"]}, "summary": STRING},
+          ["verdict", "summary"], ReviewArgs, _submit_review, ("reviewer",)),
+]
