@@ -165,3 +165,17 @@ def test_api_docs_render_with_the_outside_network_blocked(web):
     page.goto("/api/v1/docs")
     expect(page.locator(".swagger-ui .info .title")).to_be_visible(timeout=15000)
     assert outside == []
+
+
+def test_a_dropped_socket_reconnects_and_catches_up(web, app):
+    team = make_team(app, ("Cody", "coder", "anthropic/claude-3.5-sonnet"), title="Outage")
+    page = _conversation(web, team, "viewer")
+    page.context.set_offline(True)
+    expect(page.get_by_test_id("live-status")).not_to_have_text("connected", timeout=15000)
+    missed = web.api("POST", f"/projects/{team['project']}/conversations/{team['conversation']}/messages",
+                     json={"content": "sent while the page was offline"})
+    assert missed.status_code == 201, missed.text
+    page.context.set_offline(False)
+    expect(page.get_by_test_id("live-status")).to_have_text("connected", timeout=15000)
+    expect(page.get_by_test_id(f"message-{missed.json()['id']}")).to_contain_text(
+        "sent while the page was offline", timeout=10000)
