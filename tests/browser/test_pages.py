@@ -101,6 +101,7 @@ def test_budget_page_shows_gauges_and_the_timeline(web, app):
 
     with app.app_context():
         project = make_project(name="Spend")
+        project_id = str(project.id)
         make_spend(project, make_agent(project, name="Cody"), cost_usd="3.25")
         from mcc.services.rollup import reconcile
 
@@ -110,6 +111,9 @@ def test_budget_page_shows_gauges_and_the_timeline(web, app):
         expect(page.get_by_test_id(testid)).to_be_visible()
     expect(page.get_by_test_id("budget-today")).to_contain_text("3.25")
     screenshot(page, "budget")
+    page.goto("/")
+    expect(page.get_by_test_id(f"project-{project_id}")).to_contain_text("Spend")
+    screenshot(page, "overview")
 
 
 def test_notifications_read_one_then_all(web):
