@@ -217,7 +217,8 @@ def load_ledger(database_url: str, rows: int, offset: int) -> dict:
 def bench_check(app, ids: dict, calls: int) -> dict:
     from mcc.extensions import db
     from mcc.redis_store import get_redis
-    from mcc.services import budget, coordination, emergency
+    from mcc.services import budget, emergency
+    from mcc.runtime import gate
 
     with app.app_context():
         # The last agent: no seeded block limit covers it, only the three added here.
@@ -231,9 +232,9 @@ def bench_check(app, ids: dict, calls: int) -> dict:
         messages = [{"role": "system", "content": "You are a coder. " * 200},
                     {"role": "user", "content": "Please fix the failing test. " * 40}]
         reservation, checks = budget.plan_reservation(project_id, agent_id, SONNET, messages, 4096)
-        gate = [(key, limit, amount) for key, limit, amount, _, _ in checks]
+        block_checks = [(key, limit, amount) for key, limit, amount, _, _ in checks]
         covering = [key for key, _, _, _, _ in checks]
-        assert len(gate) == 3, gate
+        assert len(block_checks) == 3, block_checks
         # The rebuild callbacks read the rollup; they run once per counter (the first call).
         rebuild = [lambda i=i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4]))
                    for i in range(len(checks))]
@@ -244,12 +245,12 @@ def bench_check(app, ids: dict, calls: int) -> dict:
             t0 = time.perf_counter()
             redis.ping()
             t1 = time.perf_counter()
-            call = coordination.acquire_llm_call(emergency.state_from_database, gate, lambda i: rebuild[i]())
+            call = gate.acquire_llm_call(emergency.state_from_database, block_checks, lambda i: rebuild[i]())
             t2 = time.perf_counter()
-            coordination.settle_budget(reservation.keys, reservation.amount_micro, covering, cost,
-                                       lambda i: rebuild[i]())
+            gate.settle_budget(reservation.keys, reservation.amount_micro, covering, cost,
+                               lambda i: rebuild[i]())
             t3 = time.perf_counter()
-            coordination.release_llm_call(call)
+            gate.release_llm_call(call)
             t4 = time.perf_counter()
             if n >= 200:  # warm-up: counters rebuilt, connections pooled
                 samples["ping"].append(t1 - t0)
@@ -267,7 +268,7 @@ def bench_check(app, ids: dict, calls: int) -> dict:
         spent = redis.hget(checks[0][0], "spent")
         result = {name: stats_ms(values) for name, values in samples.items()}
         result["plan_reservation (DB)"] = stats_ms(plan)
-        result["block_limits_checked"] = len(gate)
+        result["block_limits_checked"] = len(block_checks)
         result["counter_spent_micro"] = int(spent)
         # Clean up so the reports see only the bulk-loaded data.
         for limit in [c[3] for c in checks if c[3].name.startswith("check ")]:

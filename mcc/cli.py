@@ -94,7 +94,7 @@ def pause_all(reason):
     import getpass
 
     from mcc.services import emergency
-    from mcc.services.control import announce_pause
+    from mcc.runtime.control import announce_pause
 
     result = _run(lambda: emergency.pause_all(f"cli:{getpass.getuser()}", None, reason))
     announce_pause(result["state"])
@@ -107,7 +107,7 @@ def resume_all():
     """Resume every agent; held work continues in order."""
     import getpass
 
-    from mcc.services.control import resume_everything
+    from mcc.runtime.control import resume_everything
 
     try:
         result = resume_everything(f"cli:{getpass.getuser()}", None)

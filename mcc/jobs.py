@@ -42,7 +42,7 @@ def start_embedded_reaper(app) -> None:
 
     def reap_forever():
         from mcc.periodic import run_due_in_process
-        from mcc.services.turns import reaper_pass
+        from mcc.runtime.engine import reaper_pass
 
         while True:
             with app.app_context():

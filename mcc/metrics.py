@@ -222,10 +222,10 @@ class MccCollector(Collector):
         from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
         from mcc.jobs import QUEUES, get_queue
-        from mcc.services import coordination
+        from mcc.runtime import gate
 
         in_flight = GaugeMetricFamily("mcc_llm_calls_in_flight", "LLM calls under way (through the call gate)")
-        in_flight.add_metric([], coordination.calls_in_flight())
+        in_flight.add_metric([], gate.calls_in_flight())
         yield in_flight
 
         redis = get_redis()

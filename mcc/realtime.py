@@ -472,7 +472,7 @@ def send_message(connection, data):
     from mcc.schemas.conversations import MessageSchema, SocketMessageSchema
     from mcc.services.conversations import post_message
 
-    from mcc.services.turns import announce
+    from mcc.runtime.engine import announce
 
     body = SocketMessageSchema().load(data)
     message, queued = post_message(None, body["conversation_id"], connection.user_id, body["content"],

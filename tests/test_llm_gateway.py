@@ -154,7 +154,7 @@ def test_an_unknown_model_costs_zero_and_is_flagged(stub, caplog):
 
 
 def test_tools_go_out_and_tool_calls_come_back_in_openai_format(stub):
-    from mcc.services.tools import REGISTRY
+    from mcc.runtime.tools import REGISTRY
 
     tools = [REGISTRY["list_participants"].spec()]
     call = {"id": "call_1", "type": "function", "function": {"name": "list_participants", "arguments": "{}"}}

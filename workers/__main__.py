@@ -56,7 +56,7 @@ def _hold_reaper_across_forks() -> None:
 def _reaper(app, interval: float, stop: threading.Event) -> None:
     """Recover abandoned turns; keep the next run of every periodic job scheduled."""
     from mcc.periodic import ensure_scheduled
-    from mcc.services.turns import reaper_pass
+    from mcc.runtime.engine import reaper_pass
 
     while True:
         with _reaper_pass, app.app_context():

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import uuid
 
-from mcc.services import turns
+from mcc.runtime import engine
 from workers.context import job
 
 
 @job
 def drive_conversation(conversation_id: str) -> str:
-    return turns.pump(uuid.UUID(conversation_id))
+    return engine.pump(uuid.UUID(conversation_id))
 
 
 @job
 def reap_abandoned_turns() -> int:
-    return len(turns.reap_abandoned())
+    return len(engine.reap_abandoned())

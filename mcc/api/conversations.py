@@ -14,7 +14,8 @@ from mcc.schemas.conversations import (ConversationAgentSchema, ConversationCrea
                                        MessagePageSchema, MessagePostedSchema)
 from mcc.security import requires_role
 from mcc.services import conversations as service
-from mcc.services import outbox, turns
+from mcc.services import outbox
+from mcc.runtime import engine
 
 URL_PREFIX = "/projects/<uuid:project_id>/conversations"
 blp = Blueprint("conversations", __name__, description="Conversations between people and agents")
@@ -67,7 +68,7 @@ class ConversationById(MethodView):
         outbox.flush()  # tasks whose stage turns were cancelled went to a person
         publish_conversation_status(conversation)
         if body.get("status") == "active":
-            turns.kick(conversation.id)
+            engine.kick(conversation.id)
         return conversation
 
 
@@ -95,7 +96,7 @@ class ConversationMessages(MethodView):
         message, queued = service.post_message(project_id, conversation_id, current_user.id, body["content"],
                                                body.get("reply_to"))
         db.session.commit()
-        turns.announce(message, queued)
+        engine.announce(message, queued)
         return message
 
 
@@ -107,7 +108,7 @@ def _status_view(paused: bool, summary: str):
         db.session.commit()
         publish_conversation_status(conversation)
         if not paused:
-            turns.kick(conversation.id)
+            engine.kick(conversation.id)
         return conversation
     post.__doc__ = summary
     return post

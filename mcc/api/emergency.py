@@ -12,7 +12,7 @@ from mcc.schemas.emergency import EmergencyStatusSchema, PauseAllResultSchema, P
 from mcc.schemas.common import ErrorSchema
 from mcc.security import STEP_UP_PARAMETER, requires_role, requires_step_up
 from mcc.services import emergency as service
-from mcc.services.control import announce_pause, announce_resume, resume_everything
+from mcc.runtime.control import announce_pause, announce_resume, resume_everything
 
 URL_PREFIX = "/emergency"
 blp = Blueprint("emergency", __name__, description="Emergency stop of every agent")

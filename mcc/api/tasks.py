@@ -15,7 +15,8 @@ from mcc.schemas.conversations import ConversationSchema
 from mcc.schemas.tasks import (TaskAssignSchema, TaskCompleteSchema, TaskCreateSchema, TaskDetailSchema,
                                TaskPageSchema, TaskQueryArgsSchema, TaskSchema)
 from mcc.security import requires_role
-from mcc.services import outbox, pipeline, reports, tasks as service
+from mcc.services import outbox, reports, tasks as service
+from mcc.pipeline import stages
 
 URL_PREFIX = "/projects/<uuid:project_id>"
 blp = Blueprint("tasks", __name__, description="Tasks and the issue -> plan -> code -> test -> review pipeline")
@@ -57,7 +58,7 @@ class Tasks(MethodView):
     def post(self, body, project_id):
         """Create a task by hand (operator); an assigned agent starts it when free"""
         task = service.create_task(project_id, body)
-        pipeline.dispatch(project_id)
+        stages.dispatch(project_id)
         _commit()
         return present([task])[0]
 
@@ -82,7 +83,7 @@ class TaskAssign(MethodView):
         task's current stage when free.
         """
         task = service.assign(service.get_task(project_id, task_id), body["agent_id"])
-        pipeline.dispatch(project_id)
+        stages.dispatch(project_id)
         _commit()
         return present([task])[0]
 
@@ -99,7 +100,7 @@ class TaskComplete(MethodView):
         manual completion and who did it. A completed or failed task: 409 INVALID_TRANSITION.
         """
         task = service.complete_manually(service.get_task(project_id, task_id), current_user, body.get("reason"))
-        pipeline.dispatch(project_id)  # its agent is free for the next task
+        stages.dispatch(project_id)  # its agent is free for the next task
         _commit()
         return present([task])[0]
 
@@ -113,7 +114,7 @@ class IssueStart(MethodView):
 
         No active architect: 422. Already started: 409 with the existing conversation id.
         """
-        conversation = pipeline.start_issue(project_id, issue_id, current_user)
+        conversation = stages.start_issue(project_id, issue_id, current_user)
         _commit()
         return conversation
 

@@ -53,8 +53,8 @@ def on_pull_request(payload: dict, project: Project) -> str | None:
         return _stale("pull request", data["number"], data)
     if pr.state == "merged" and known != "merged" and pr.task_id is not None:
         # merged on GitHub itself: the linked task completes as if approved in MCC (docs/pipeline.md)
-        from mcc.services import pipeline
-        pipeline.on_pull_request_merged(pr, None)
+        from mcc.pipeline import stages
+        stages.on_pull_request_merged(pr, None)
     return None
 
 

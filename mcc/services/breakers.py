@@ -27,7 +27,7 @@ from mcc.models.conversation import Conversation
 from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry
 from mcc.models.types import utcnow
-from mcc.services import cancellation, coordination
+from mcc.runtime import cancellation, gate
 from mcc.services.notifications import notify
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def check_velocity(project_id: uuid.UUID | None) -> list[dict]:
     amount, seconds = setting
     spent = Decimal(db.session.scalar(select(func.coalesce(func.sum(LedgerEntry.cost_usd), 0)).where(
         LedgerEntry.project_id == project_id, LedgerEntry.created_at >= utcnow() - timedelta(seconds=seconds))))
-    if spent < amount or not coordination.once_per(f"velocity:{project_id}", seconds):
+    if spent < amount or not gate.once_per(f"velocity:{project_id}", seconds):
         return []
     project = db.session.get(Project, project_id)
     conversations = list(db.session.scalars(select(Conversation).where(

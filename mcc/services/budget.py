@@ -2,7 +2,7 @@
 
 Every LLM call reserves its worst-case cost against each ``block`` limit covering it (global,
 its project, its agent, and for a pipeline turn its task and the task's GitHub issue) in the same atomic Redis step that checks the emergency flag
-(``coordination.acquire_llm_call``); a reservation that would pass a block limit refuses the
+(``gate.acquire_llm_call``); a reservation that would pass a block limit refuses the
 call. After the call the real cost is written to the ledger and its daily rollup, the
 reservation is released and the spend added to every covering limit's counter; ``warn`` and
 ``pause`` act on that settled spend. Counters live in Redis per limit and period and are rebuilt
@@ -30,7 +30,8 @@ from mcc.models.github import Issue
 from mcc.models.project import Project
 from mcc.models.task import Task
 from mcc.models.turn import LedgerEntry
-from mcc.services import audit, cancellation
+from mcc.services import audit
+from mcc.runtime import cancellation
 from mcc.services import tasks as task_service
 from mcc.services.periods import GRANULARITY, Period, current_period, local_date
 from mcc.services.rollup import add_to_rollup
@@ -234,7 +235,7 @@ def worst_case_cost(model: str, messages: list[dict], max_tokens: int, tools: li
 
 def _tool_specs(agent_id: uuid.UUID) -> list[dict]:
     """The tool definitions the turn engine sends with this agent's calls (tools.specs_for)."""
-    from mcc.services import tools
+    from mcc.runtime import tools
 
     agent = db.session.get(Agent, agent_id)
     return tools.specs_for(agent) if agent is not None else []
@@ -282,14 +283,14 @@ def settle(reservation: Reservation | None, entry: LedgerEntry) -> list[dict]:
 
     Returns the ``budget_alert`` events to publish after the caller commits.
     """
-    from mcc.services import coordination
+    from mcc.runtime import gate
 
     limits = covering_limits(entry.project_id, entry.agent_id, entry.task_id)
     spend_keys = []
     for limit in limits:
         period = limit_period(limit, entry.created_at)
         spend_keys.append((counter_key(limit, period), limit, period))
-    spent = coordination.settle_budget(
+    spent = gate.settle_budget(
         reservation.keys if reservation else [], reservation.amount_micro if reservation else 0,
         [key for key, _, _ in spend_keys], to_micro(entry.cost_usd),
         lambda key_index: to_micro(spent_from_rollup(spend_keys[key_index][1], spend_keys[key_index][2])))
@@ -405,7 +406,7 @@ def fail_tasks(limit: BudgetLimit, reason: str) -> int:
 
 def blocked_agents(agent_ids: list[uuid.UUID], project_id: uuid.UUID) -> list[dict]:
     """Agents whose next call a block limit would refuse now (for 'stored, but blocked' answers)."""
-    from mcc.services import coordination
+    from mcc.runtime import gate
 
     blocked = []
     for agent in db.session.scalars(select(Agent).where(Agent.id.in_(agent_ids))):
@@ -414,8 +415,8 @@ def blocked_agents(agent_ids: list[uuid.UUID], project_id: uuid.UUID) -> list[di
             if limit.action_on_exceed != "block":
                 continue
             period = limit_period(limit)
-            used = coordination.budget_used(counter_key(limit, period),
-                                            lambda: to_micro(spent_from_rollup(limit, period)))
+            used = gate.budget_used(counter_key(limit, period),
+                                    lambda: to_micro(spent_from_rollup(limit, period)))
             if from_micro(used) + minimal > Decimal(limit.amount_usd):
                 blocked.append({"agent_id": str(agent.id), "name": agent.name, "limit_id": str(limit.id),
                                 "reason": f"{limit.period} limit {limit.name!r} of {scope_label(limit)} reached"})

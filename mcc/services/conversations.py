@@ -11,7 +11,7 @@ from mcc.models.agent import Agent
 from mcc.models.conversation import Conversation, Message
 from mcc.models.github import Issue
 from mcc.models.types import utcnow
-from mcc.services import cancellation
+from mcc.runtime import cancellation
 from mcc.services.lookup import get_scoped
 from mcc.services.projects import get_project
 
@@ -67,7 +67,7 @@ def update_conversation(project_id: uuid.UUID, conversation_id: uuid.UUID, data:
     if "title" in data:
         conversation.title = data["title"]
     if "status" in data:
-        from mcc.services.turns import cancel_waiting_turns, release_held
+        from mcc.runtime.engine import cancel_waiting_turns, release_held
 
         conversation.status = data["status"]
         db.session.flush()
@@ -87,7 +87,7 @@ def set_paused(project_id: uuid.UUID, conversation_id: uuid.UUID, paused: bool) 
 
     The caller commits, then kicks the conversation on resume.
     """
-    from mcc.services.turns import release_held
+    from mcc.runtime.engine import release_held
 
     conversation = get_conversation(project_id, conversation_id)
     if conversation.status == "completed":
@@ -116,7 +116,7 @@ def remove_agent(project_id: uuid.UUID, conversation_id: uuid.UUID, agent_id: uu
     remaining = [a for a in conversation.agents if a.id != agent_id]
     if len(remaining) == len(conversation.agents):
         raise ValidationFailed("That agent is not in this conversation.", {"agent_id": ["Not a participant."]})
-    from mcc.services.turns import cancel_waiting_turns
+    from mcc.runtime.engine import cancel_waiting_turns
 
     conversation.agents = remaining
     # A removed agent no longer answers here: drop its turns still waiting in this conversation.
@@ -131,10 +131,10 @@ def post_message(project_id: uuid.UUID | None, conversation_id: uuid.UUID, user_
     """Store a person's message and queue the agent turns it calls for.
 
     REST and the socket ``send_message`` both come here; the caller commits, then calls
-    ``turns.announce(message, queued)``.
+    ``engine.announce(message, queued)``.
     """
     from mcc.services.budget import blocked_agents
-    from mcc.services.turns import schedule_for_human_message
+    from mcc.runtime.engine import schedule_for_human_message
 
     conversation = get_conversation(project_id, conversation_id)
     if conversation.status == "completed":

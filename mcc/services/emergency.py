@@ -12,7 +12,8 @@ from mcc.models.agent import Agent
 from mcc.models.control import EmergencyEvent
 from mcc.models.conversation import Conversation
 from mcc.models.types import as_utc
-from mcc.services import audit, cancellation, coordination
+from mcc.services import audit
+from mcc.runtime import cancellation, gate
 from mcc.services.notifications import notify
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def state_from_database() -> dict:
 
 def current_state() -> dict | None:
     """The pause in force ({triggered_by, actor, reason, timestamp}), or None when running."""
-    return coordination.emergency_flag(state_from_database) or None
+    return gate.emergency_flag(state_from_database) or None
 
 
 def pause_all(actor: str, user_id: uuid.UUID | None, reason: str | None, triggered_by: str = "user") -> dict:
@@ -51,7 +52,7 @@ def pause_all(actor: str, user_id: uuid.UUID | None, reason: str | None, trigger
     audit.record("emergency.pause", "emergency", event.id, {"reason": reason, "triggered_by": triggered_by},
                  actor=actor, actor_id=user_id)
     # The flag goes up first: from here on no call starts, whatever happens to this transaction.
-    in_flight, cancelled = coordination.set_emergency_flag(state, cancel_reason=cancellation.emergency_reason(state))
+    in_flight, cancelled = gate.set_emergency_flag(state, cancel_reason=cancellation.emergency_reason(state))
     paused_agents = db.session.scalar(select(func.count()).select_from(Agent).where(Agent.is_active.is_(True)))
     active = db.session.scalar(select(func.count()).select_from(Conversation)
                                .where(Conversation.status == "active"))
@@ -85,4 +86,4 @@ def list_events(page: int, limit: int) -> tuple[list[EmergencyEvent], int]:
 
 def lift_flag() -> None:
     """After the resume is committed: let calls start again."""
-    coordination.set_emergency_flag(None)
+    gate.set_emergency_flag(None)

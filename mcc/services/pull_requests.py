@@ -151,7 +151,7 @@ def reject(project_id: uuid.UUID, pull_request_id: uuid.UUID, user, feedback: st
 
 
 def pipeline():
-    from mcc.services import pipeline as module  # imported late: the pipeline imports half of MCC
+    from mcc.pipeline import stages as module  # imported late: the pipeline imports half of MCC
 
     return module
 

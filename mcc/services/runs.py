@@ -11,9 +11,10 @@ from mcc.extensions import db
 from mcc.models.agent import Agent
 from mcc.models.conversation import Conversation
 from mcc.models.turn import LedgerEntry, Turn
-from mcc.services import audit, coordination, outbox
+from mcc.services import audit, outbox
+from mcc.runtime import gate
 from mcc.services.lookup import paginate
-from mcc.services.turns import cancel_turn, kick
+from mcc.runtime.engine import cancel_turn, kick
 
 RETRYABLE = ("failed", "cancelled")
 
@@ -29,7 +30,7 @@ def _item(turn: Turn, project_id: uuid.UUID, cost: Decimal | None) -> dict:
     return {"id": turn.id, "status": turn.status, "attempts": turn.attempts, "project_id": project_id,
             "agent_id": turn.agent_id, "conversation_id": turn.conversation_id, "task_id": turn.task_id,
             "created_at": turn.created_at, "started_at": turn.started_at, "finished_at": turn.finished_at,
-            "heartbeat_age_s": (coordination.beat_age(f"turn:{turn.id}") if turn.status == "running" else None),
+            "heartbeat_age_s": (gate.beat_age(f"turn:{turn.id}") if turn.status == "running" else None),
             "error": turn.error, "cost_usd": cost or Decimal(0)}
 
 

@@ -256,7 +256,7 @@ def test_reset_sets_memory_reset_at_and_keeps_the_history(client, operator, proj
 
 def test_after_reset_the_agents_prompt_sees_no_earlier_message(client, operator, project):
     """The agent's next turn is built only from messages created after the reset."""
-    from mcc.services.prompts import build_messages
+    from mcc.runtime.prompts import build_messages
 
     agent = make_agent(project)
     conversation = make_conversation(project, agents=[agent])

@@ -10,7 +10,8 @@ from mcc.models.control import Notification
 from mcc.models.github import Issue
 from mcc.models.task import TaskTransition
 from mcc.models.turn import Turn
-from mcc.services import pipeline, tasks
+from mcc.services import tasks
+from mcc.pipeline import stages
 from mcc.services.agents import create_agent
 from mcc.services.projects import create_project
 from tests.factories import auth_headers, make_user
@@ -143,8 +144,8 @@ def test_issue_start_needs_an_architect_and_happens_once(client, setup):
 def test_planned_tasks_go_to_the_least_loaded_coder(client, setup):
     architect = agent(setup["project"], "Archie", "architect")
     db.session.commit()
-    conversation = pipeline.start_issue(setup["project"].id, setup["issue"].id, None)
-    created = pipeline.create_planned_tasks(conversation, [
+    conversation = stages.start_issue(setup["project"].id, setup["issue"].id, None)
+    created = stages.create_planned_tasks(conversation, [
         {"title": "a"}, {"title": "b"}, {"title": "c", "assignee_type": "coder"}], architect)
     db.session.commit()
     owners = [t.assigned_agent_id for t in created]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from mcc.github.contents import forget_rules
-from mcc.services.tools import rules_text
+from mcc.runtime.tools import rules_text
 from tests.factories import make_agent, make_project
 from tests.github.conftest import deliver, load_payload, process_all
 

@@ -12,7 +12,7 @@ import pytest
 
 from mcc.extensions import db
 from mcc.models.task import Task
-from mcc.services.tools import run_tool_call
+from mcc.runtime.tools import run_tool_call
 from tests.factories import make_agent, make_conversation, make_project
 from tests.github.conftest import github_config, rsa_keys  # noqa: F401  (fixtures)
 from tests.pipeline.fake_git import FakeGit

@@ -11,7 +11,8 @@ import redis as redis_lib
 from mcc.extensions import db
 from mcc.models.control import Notification
 from mcc.models.turn import LedgerEntry
-from mcc.services import budget, coordination, emergency
+from mcc.services import budget, emergency
+from mcc.runtime import gate
 from mcc.services.agents import create_agent
 from mcc.services.conversations import create_conversation
 from mcc.services.periods import current_period, local_date, period_of
@@ -55,7 +56,7 @@ def spend(project, agent, cost: str, at: datetime | None = None, task=None, rese
 def reserve(project, agent, messages=None, task=None):
     reservation, checks = budget.plan_reservation(project.id, agent.id, SONNET, messages or [], 1000,
                                                   task.id if task is not None else None)
-    call = coordination.acquire_llm_call(
+    call = gate.acquire_llm_call(
         emergency.state_from_database, [(k, l, a) for k, l, a, _, _ in checks],
         lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
     return reservation, call
@@ -163,7 +164,7 @@ def test_block_limit_refuses_a_call_whose_worst_case_does_not_fit(team):
     for _ in range(3):
         reservation, call = reserve(project, ann)
         reservations.append(reservation)
-    with pytest.raises(coordination.BudgetRefused):
+    with pytest.raises(gate.BudgetRefused):
         reserve(project, ann)
     # Raising the limit applies to the very next call.
     budget.update_limit(block.id, {"amount_usd": Decimal("1")})
@@ -176,11 +177,11 @@ def test_agent_and_project_limits_nest(team):
     limit("agent", ann.id, amount="0.02", action="block")
     limit("project", project.id, amount="0.05", action="block")
     spend(project, ann, "0.015")
-    with pytest.raises(coordination.BudgetRefused):
+    with pytest.raises(gate.BudgetRefused):
         reserve(project, ann)  # Ann's own limit
     reserve(project, bob)  # Bob fits in the project limit...
     reserve(project, bob)
-    with pytest.raises(coordination.BudgetRefused):
+    with pytest.raises(gate.BudgetRefused):
         reserve(project, bob)  # ...until the project limit is used up
 
 
@@ -189,7 +190,7 @@ def test_counters_are_rebuilt_from_the_ledger_after_a_redis_flush(team, redis_cl
     limit(amount="0.05", action="block")
     spend(project, ann, "0.04")
     redis_client.flushdb()
-    with pytest.raises(coordination.BudgetRefused):
+    with pytest.raises(gate.BudgetRefused):
         reserve(project, ann)  # 0.04 spent + 0.015+ worst case > 0.05, known again after the flush
     assert budget.blocked_agents([ann.id], project.id)[0]["name"] == "Ann"
 
@@ -207,7 +208,7 @@ def test_unreachable_budget_store_refuses_calls_under_a_block_limit(team, app):
     real = app.extensions["mcc_redis"]
     app.extensions["mcc_redis"] = redis_lib.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     try:
-        with pytest.raises(coordination.GateUnavailable):
+        with pytest.raises(gate.GateUnavailable):
             reserve(project, ann)
         assert reserve(project, bob)[1] is not None  # no block limit covers Bob
     finally:
@@ -230,7 +231,7 @@ def call_for(project, agent, task, cost: str) -> list[dict]:
     reservation, call = reserve(project, agent, task=task)
     assert call is not None
     events = spend(project, agent, cost, task=task, reservation=reservation)
-    coordination.release_llm_call(call)
+    gate.release_llm_call(call)
     return events
 
 
@@ -241,7 +242,7 @@ def test_a_task_limit_stops_that_task_and_no_other(team):
     cap = limit("task", a.id, amount="0.05", action="block")
     call_for(project, ann, a, "0.02")
     call_for(project, ann, a, "0.02")
-    with pytest.raises(coordination.BudgetRefused) as refused:
+    with pytest.raises(gate.BudgetRefused) as refused:
         call_for(project, ann, a, "0.02")
     assert refused.value.used_micro == 40_000  # what was spent stayed under the cap
     for _ in range(4):
@@ -272,7 +273,7 @@ def test_an_issue_limit_covers_every_task_of_the_issue(team):
     loose = make_task(project, "not of the issue")
     limit("issue", issue.id, amount="0.03", action="block")
     call_for(project, ann, one, "0.02")
-    with pytest.raises(coordination.BudgetRefused):
+    with pytest.raises(gate.BudgetRefused):
         call_for(project, bob, two, "0.02")  # 0.02 spent by its sibling + a worst case > 0.03
     call_for(project, bob, loose, "0.02")
 

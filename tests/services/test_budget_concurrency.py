@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from mcc.extensions import db
 from mcc.models.turn import LedgerEntry
-from mcc.services import budget, coordination, emergency
+from mcc.services import budget, emergency
+from mcc.runtime import gate
 from mcc.services.agents import create_agent
 from mcc.services.periods import current_period
 from mcc.services.projects import create_project
@@ -35,10 +36,10 @@ def test_fifty_concurrent_calls_never_pass_a_block_limit(app, committed_db):
             db.session.rollback()  # give the pooled connection back while waiting for the others
             start.wait()
             try:
-                call = coordination.acquire_llm_call(
+                call = gate.acquire_llm_call(
                     emergency.state_from_database, [(k, l, a) for k, l, a, _, _ in checks],
                     lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
-            except coordination.BudgetRefused:
+            except gate.BudgetRefused:
                 outcomes.append("refused")
                 return
             # The real cost is within the reserved worst case (no prompt, 1000 output tokens).
@@ -50,7 +51,7 @@ def test_fifty_concurrent_calls_never_pass_a_block_limit(app, committed_db):
             db.session.commit()
             budget.settle(reservation, entry)
             db.session.commit()
-            coordination.release_llm_call(call)
+            gate.release_llm_call(call)
             outcomes.append("called")
 
     threads = [threading.Thread(target=one_call) for _ in range(50)]

@@ -7,8 +7,8 @@ import pytest
 
 from mcc.extensions import db
 from mcc.models.conversation import Message
-from mcc.services.prompts import mentioned_agents
-from mcc.services.turns import responders_for, schedule_for_human_message
+from mcc.runtime.prompts import mentioned_agents
+from mcc.runtime.engine import responders_for, schedule_for_human_message
 
 
 @pytest.fixture

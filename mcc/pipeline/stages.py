@@ -23,7 +23,7 @@ from mcc.models.turn import Turn
 from mcc.models.types import as_utc, utcnow
 from mcc.services import outbox, tasks
 from mcc.services.projects import get_project
-from mcc.services.tools import specs_for as agent_tools
+from mcc.runtime.tools import specs_for as agent_tools
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _announce(message: Message) -> None:
 
 
 def _kick(conversation_id: uuid.UUID) -> None:
-    from mcc.services.turns import kick
+    from mcc.runtime.engine import kick
 
     outbox.later(kick, conversation_id)
 

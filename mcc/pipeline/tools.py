@@ -17,8 +17,9 @@ from mcc.extensions import db
 from mcc.github.paths import UnsafePath, contents_url, protected_prefix, repo_path
 from mcc.models.github import PullRequest
 from mcc.models.task import PRIORITIES, Task
-from mcc.services import pipeline, tasks
-from mcc.services.tools import Tool, register
+from mcc.services import tasks
+from mcc.pipeline import stages
+from mcc.runtime.tools import Tool, register
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _default_branch(client, repo: str) -> str:
 def _create_tasks(args, ctx):
     if ctx.conversation.issue_id is None:
         raise ToolRefusal("create_tasks works in an issue conversation")
-    created = pipeline.create_planned_tasks(ctx.conversation, args["tasks"], ctx.agent)
+    created = stages.create_planned_tasks(ctx.conversation, args["tasks"], ctx.agent)
     return {"created": [{"id": str(t.id), "title": t.title, "status": t.status,
                          "assigned_to": str(t.assigned_agent_id) if t.assigned_agent_id else None}
                         for t in created]}
@@ -227,7 +228,7 @@ def _submit_changes(args, ctx):
     pr, _ = records.upsert_pull_request(task.project_id, data)
     pr.task_id, pr.issue_id = task.id, task.issue_id
     pr.head_sha = commit["sha"]
-    pipeline.advance(task, "testing", actor=ctx.agent, reason=f"changes submitted in #{pr.number}: {args['title']}")
+    stages.advance(task, "testing", actor=ctx.agent, reason=f"changes submitted in #{pr.number}: {args['title']}")
     return {"pull_request": {"number": pr.number, "html_url": pr.html_url}, "branch": branch,
             "commit": commit["sha"], "task_status": task.status}
 
@@ -255,9 +256,9 @@ def _report_test_result(args, ctx):
     if task.status != "testing":
         raise ToolRefusal(f"the task is {task.status}, not testing")
     if args["passed"]:
-        pipeline.advance(task, "review", actor=ctx.agent, reason=f"tests passed: {args['summary']}")
+        stages.advance(task, "review", actor=ctx.agent, reason=f"tests passed: {args['summary']}")
     else:
-        pipeline.advance(task, "in_progress", actor=ctx.agent, reason=f"tests failed: {args['summary']}")
+        stages.advance(task, "in_progress", actor=ctx.agent, reason=f"tests failed: {args['summary']}")
     return {"task_status": task.status}
 
 
@@ -266,13 +267,13 @@ def _submit_review(args, ctx):
     if task.status != "review":
         raise ToolRefusal(f"the task is {task.status}, not in review")
     if args["verdict"] == "request_changes":
-        pipeline.advance(task, "in_progress", actor=ctx.agent, reason=f"changes requested: {args['summary']}")
+        stages.advance(task, "in_progress", actor=ctx.agent, reason=f"changes requested: {args['summary']}")
         return {"task_status": task.status}
     pr = _pull_request_of(task)
     if pr is not None:
         _client(ctx).post(f"/repos/{ctx.project.github_repo}/issues/{pr.number}/comments",
                           json={"body": f"**Review by {ctx.agent.name} (MCC): approve**\n\n{args['summary']}"})
-    pipeline.await_human(task, args["summary"])
+    stages.await_human(task, args["summary"])
     return {"task_status": task.status, "awaiting": "a person's approval of the merge"}
 
 

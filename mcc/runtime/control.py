@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from mcc.extensions import db
 from mcc.realtime import publish
-from mcc.services import emergency, turns
+from mcc.services import emergency
+from mcc.runtime import engine
 
 
 def announce_pause(state: dict) -> None:
@@ -14,12 +15,12 @@ def announce_pause(state: dict) -> None:
 def resume_everything(actor: str, user_id) -> dict:
     """Record the resume, lift the flag, queue the held work again and start it. Commits."""
     result = emergency.resume_all(actor, user_id)
-    conversations = turns.release_held()
+    conversations = engine.release_held()
     db.session.commit()
     emergency.lift_flag()
     announce_resume(actor)
     for conversation_id in conversations:
-        turns.kick(conversation_id)
+        engine.kick(conversation_id)
     return {**result, "resumed_conversations": len(conversations)}
 
 

@@ -26,7 +26,7 @@ from mcc.llm.gateway import CancelToken
 from mcc.models.conversation import Conversation
 from mcc.models.task import Task
 from mcc.models.turn import Turn
-from mcc.services import coordination
+from mcc.runtime import gate
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,16 @@ def _turn_mark(turn_id) -> str:
 
 def pending_reason(turn_id: uuid.UUID) -> str | None:
     """Why this turn was asked to stop (a mark's value, see ``parse``), if it was."""
-    return coordination.cancel_marks([_turn_mark(turn_id)])[1]
+    return gate.cancel_marks([_turn_mark(turn_id)])[1]
 
 
 def forget(turn_id: uuid.UUID) -> None:
-    coordination.clear_cancel_marks([_turn_mark(turn_id)])
+    gate.clear_cancel_marks([_turn_mark(turn_id)])
 
 
 def stop_turns(turn_ids: list[uuid.UUID], reason: str, kind: str = STOP) -> int:
     """Ask these running turns to stop; returns how many were not already asked."""
-    return coordination.cancel_mark([_turn_mark(t) for t in turn_ids], reason_of(kind, reason))
+    return gate.cancel_mark([_turn_mark(t) for t in turn_ids], reason_of(kind, reason))
 
 
 def running_turns(project_id: uuid.UUID | None = None, conversation_id: uuid.UUID | None = None,
@@ -114,7 +114,7 @@ class CallWatch:
         with self.app.app_context():
             while not self.stopped.wait(self.interval):
                 try:
-                    emergency, reason = coordination.cancel_marks(self.marks)
+                    emergency, reason = gate.cancel_marks(self.marks)
                 except Exception:  # Redis down: the call runs on; the gate still refuses new ones
                     if not warned:
                         log.warning("cancel watch could not read the marks", exc_info=True)
@@ -127,4 +127,4 @@ class CallWatch:
     def __exit__(self, *exc):
         self.stopped.set()
         self.thread.join(timeout=2)
-        coordination.clear_cancel_marks(self.marks[:1])
+        gate.clear_cancel_marks(self.marks[:1])

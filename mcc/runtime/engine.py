@@ -28,12 +28,13 @@ from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.models.types import utcnow
 from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
-from mcc.services import (breakers, budget, cancellation, coordination, emergency, outbox,  # noqa: F401
-                          pipeline, pipeline_tools, tools)
+from mcc.services import breakers, budget, emergency, outbox
+from mcc.runtime import cancellation, gate, tools
+from mcc.pipeline import stages, tools as pipeline_tools  # noqa: F401
 from mcc.services.periods import local_date
 from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
-from mcc.services.prompts import build_messages, mentioned_agents
+from mcc.runtime.prompts import build_messages, mentioned_agents
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _end_stage(turn: Turn, agent: Agent, failure: str | None = None) -> None:
     position = outbox.mark()
     try:
         with db.session.begin_nested():
-            pipeline.stage_turn_ended(turn, agent, failure)
+            stages.stage_turn_ended(turn, agent, failure)
     except Exception:
         outbox.discard_since(position)
         log.exception("the pipeline could not act on the end of turn %s", turn.id)
@@ -143,7 +144,7 @@ class _Heartbeat:
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{turn_id}")
 
     def __enter__(self):
-        coordination.mark_alive(f"turn:{self.turn_id}", self.alive_ttl)
+        gate.mark_alive(f"turn:{self.turn_id}", self.alive_ttl)
         self.thread.start()
         return self
 
@@ -151,7 +152,7 @@ class _Heartbeat:
         with self.app.app_context():
             while not self.stopped.wait(self.interval):
                 try:
-                    coordination.mark_alive(f"turn:{self.turn_id}", self.alive_ttl)
+                    gate.mark_alive(f"turn:{self.turn_id}", self.alive_ttl)
                     for lock in self.locks:
                         lock.extend()
                 except Exception:
@@ -160,7 +161,7 @@ class _Heartbeat:
     def __exit__(self, *exc):
         self.stopped.set()
         self.thread.join(timeout=5)
-        coordination.clear_alive(f"turn:{self.turn_id}")
+        gate.clear_alive(f"turn:{self.turn_id}")
 
 
 def _next_open_turn(conversation_id: uuid.UUID) -> Turn | None:
@@ -180,7 +181,7 @@ def pump(conversation_id: uuid.UUID) -> str:
     One turn per job: a long hand-off chain goes back to the end of the queue after each turn,
     so it cannot keep a worker from every other conversation.
     """
-    lock = coordination.try_lock(f"conversation:{conversation_id}", LOCK_TTL)
+    lock = gate.try_lock(f"conversation:{conversation_id}", LOCK_TTL)
     if lock is None:
         return "busy"
     try:
@@ -230,7 +231,7 @@ def _step(conversation_id: uuid.UUID, conversation_lock) -> str:
         turn.status, turn.finished_at, turn.error = "cancelled", utcnow(), "agent inactive"
         db.session.commit()
         return "ran"
-    agent_lock = coordination.try_lock(f"agent:{turn.agent_id}", LOCK_TTL)
+    agent_lock = gate.try_lock(f"agent:{turn.agent_id}", LOCK_TTL)
     if agent_lock is None:
         return "agent_busy"
     try:
@@ -356,17 +357,17 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
         reservation, checks = budget.plan_reservation(conversation.project_id, agent.id, agent.model, transcript,
                                                       agent.max_tokens, turn.task_id)
         try:
-            call_id = coordination.acquire_llm_call(
+            call_id = gate.acquire_llm_call(
                 emergency.state_from_database, [(key, limit, amount) for key, limit, amount, _, _ in checks],
                 lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
-        except coordination.BudgetRefused as refused:
+        except gate.BudgetRefused as refused:
             limit = checks[refused.index][3]
             budget.fail_tasks(limit, f"budget limit {limit.name!r} ({budget.scope_label(limit)}) was reached")
             _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
                     f"{agent.name} did not call the model: {budget.BudgetBlocked(limit, budget.from_micro(refused.used_micro), budget.from_micro(reservation.amount_micro))}",
                     {"limit_id": str(limit.id)})
             return
-        except coordination.GateUnavailable as exc:
+        except gate.GateUnavailable as exc:
             _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
                     f"{agent.name} did not call the model: the budget store is unreachable ({exc}) and a "
                     "block limit covers this agent, so the call is refused.", {})
@@ -385,10 +386,10 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
             _cancelled(turn, conversation, agent, stopped.reason, entry, transcript)
             return
         except Exception:
-            coordination.settle_budget(reservation.keys, reservation.amount_micro, [], 0, None)
+            gate.settle_budget(reservation.keys, reservation.amount_micro, [], 0, None)
             raise
         finally:
-            coordination.release_llm_call(call_id)
+            gate.release_llm_call(call_id)
         _settle_call(turn, conversation, agent, call_index, result, reservation)
         call_index += 1
         if not result.tool_calls:
@@ -592,7 +593,7 @@ def reap_abandoned() -> list[uuid.UUID]:
     running = db.session.scalars(select(Turn).where(Turn.status == "running", Turn.started_at < grace)).all()
     to_kick = []
     for turn in running:
-        if coordination.is_alive(f"turn:{turn.id}"):
+        if gate.is_alive(f"turn:{turn.id}"):
             continue
         retry = turn.attempts < _cfg("MCC_TURN_MAX_ATTEMPTS")
         taken = db.session.execute(
@@ -629,8 +630,8 @@ def _kick_stranded() -> None:
     stranded = db.session.scalars(select(Turn.conversation_id).where(
         Turn.status == "queued", Turn.created_at < utcnow() - timedelta(seconds=quiet)).distinct()).all()
     for conversation_id in stranded:
-        if coordination.is_locked(f"conversation:{conversation_id}"):
+        if gate.is_locked(f"conversation:{conversation_id}"):
             continue  # a pump is on it, or a dead one's lock has yet to expire
-        if coordination.once_per(f"kick:{conversation_id}", quiet):
+        if gate.once_per(f"kick:{conversation_id}", quiet):
             log.info("conversation %s has queued turns and no pump; kicking it", conversation_id)
             kick(conversation_id)
