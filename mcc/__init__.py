@@ -28,6 +28,8 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     from mcc import api, cli, console, errors, hardening, health, jobs, metrics, realtime, redis_store, security
     from mcc import models  # noqa: F401  (registers every table with the metadata)
     from mcc.extensions import db, jwt, limiter, migrate
+    from mcc.pipeline import tools as pipeline_tools
+    from mcc.runtime import tools
     from mcc.logging_setup import assign_request_id, configure_logging, echo_request_id, log_request
 
     app = Flask(__name__, static_folder=None)
@@ -61,6 +63,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     limiter.exempt(console.bp)
     realtime.init_app(app)
     cli.init_app(app)
+    tools.load_registry(pipeline_tools.TOOLS)  # the agents' tools: an explicit list
     hardening.init_app(app)  # its URI check runs right after the request id is assigned
     app.after_request(echo_request_id)
     app.after_request(log_request)

@@ -154,9 +154,9 @@ def test_an_unknown_model_costs_zero_and_is_flagged(stub, caplog):
 
 
 def test_tools_go_out_and_tool_calls_come_back_in_openai_format(stub):
-    from mcc.runtime.tools import REGISTRY
+    from mcc.runtime.tools import LIST_PARTICIPANTS
 
-    tools = [REGISTRY["list_participants"].spec()]
+    tools = [LIST_PARTICIPANTS.spec()]
     call = {"id": "call_1", "type": "function", "function": {"name": "list_participants", "arguments": "{}"}}
     stub.script = [Step(content=None, tool_calls=[call])]
     result = chat(gateway(stub.base_url), tools=tools)

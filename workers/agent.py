@@ -1,4 +1,5 @@
-"""Agent jobs: drive a conversation's turns, and recover turns whose worker died."""
+"""Agent jobs: drive a conversation's turns. (Turns whose worker died are recovered by the reaper
+thread of every worker, ``mcc.runtime.engine.reaper_pass``, not by a job.)"""
 from __future__ import annotations
 
 import uuid
@@ -10,8 +11,3 @@ from workers.context import job
 @job
 def drive_conversation(conversation_id: str) -> str:
     return engine.pump(uuid.UUID(conversation_id))
-
-
-@job
-def reap_abandoned_turns() -> int:
-    return len(engine.reap_abandoned())

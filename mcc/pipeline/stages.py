@@ -229,7 +229,7 @@ def _hand_to_person(task: Task, agent: Agent, conversation: Conversation | None,
         _announce(note)
     notify("warning", "task_stalled", f"Task stalled: {task.title}", text,
            {"task_id": str(task.id), "agent_id": str(agent.id), "status": task.status}, task.project_id)
-    tasks._queue_event(task, text)
+    tasks.queue_event(task, text)
     log.warning("task %s handed to a person in %s: %s", task.id, task.status, reason)
     dispatch(task.project_id)  # the agent's next waiting task may start
 
@@ -288,7 +288,7 @@ def await_human(task: Task, summary: str) -> None:
     """The reviewer approved: the task stays in review until a person approves the merge."""
     task.assigned_agent_id = None
     task.stage_started_at = None
-    tasks._queue_event(task, f"reviewer approved; waiting for a person to approve the merge: {summary}")
+    tasks.queue_event(task, f"reviewer approved; waiting for a person to approve the merge: {summary}")
     db.session.flush()
     dispatch(task.project_id)
 

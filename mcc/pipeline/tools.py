@@ -19,7 +19,7 @@ from mcc.models.github import PullRequest
 from mcc.models.task import PRIORITIES, Task
 from mcc.services import tasks
 from mcc.pipeline import stages
-from mcc.runtime.tools import Tool, register
+from mcc.runtime.tools import Tool
 
 log = logging.getLogger(__name__)
 
@@ -277,36 +277,39 @@ def _submit_review(args, ctx):
     return {"task_status": task.status, "awaiting": "a person's approval of the merge"}
 
 
-def _spec(name, description, properties, required, schema, run, types):
-    register(Tool(name=name, description=description, parameters=_schema(properties, required), schema=schema,
-                  run=_refusing(run), agent_types=types))
+def _spec(name, description, properties, required, schema, run, types) -> Tool:
+    return Tool(name=name, description=description, parameters=_schema(properties, required), schema=schema,
+                run=_refusing(run), agent_types=types)
 
 
-_spec("create_tasks", "Create the tasks that implement this issue; each is assigned to the least-loaded agent "
-      "of its assignee_type (default coder).",
-      {"tasks": {"type": "array", "minItems": 1, "maxItems": 30, "items": _schema({
-          "title": STRING, "description": STRING, "definition_of_done": STRING,
-          "priority": {"type": "string", "enum": list(PRIORITIES)},
-          "assignee_type": {"type": "string", "enum": ["coder", "tester", "reviewer", "architect"]}},
-          ["title"])}}, ["tasks"], CreateTasksArgs, _create_tasks, ("architect",))
-_spec("list_files", "List files and folders at a path of the repository's default branch ('' = root).",
-      {"path": STRING}, [], PathArgs, _list_files, ("coder", "tester", "reviewer", "architect"))
-_spec("read_file", "Read a file of the repository's default branch.", {"path": STRING}, ["path"], PathArgs,
-      _read_file, ("coder", "tester", "reviewer", "architect"))
-_spec("report_progress", "Report progress (0-100) on your task with a short message.",
-      {"progress": {"type": "integer", "minimum": 0, "maximum": 100}, "message": STRING},
-      ["progress", "message"], ProgressArgs, _report_progress, ("coder",))
-_spec("submit_changes", "Commit files (full contents) and deletions in one commit on the task's branch, open or "
-      "update its pull request, and hand the task to testing.",
-      {"title": STRING, "body": STRING,
-       "files": {"type": "array", "items": _schema({"path": STRING, "content": STRING}, ["path", "content"])},
-       "delete": {"type": "array", "items": STRING}}, ["title"], SubmitChangesArgs, _submit_changes, ("coder",))
-_spec("read_pull_request", "Read the task's pull request: its diff and the state of its checks.", {}, [],
-      _Strict, _read_pull_request, ("tester", "reviewer"))
-_spec("report_test_result", "Report whether the task's pull request passes testing, with a summary.",
-      {"passed": {"type": "boolean"}, "summary": STRING}, ["passed", "summary"], TestResultArgs,
-      _report_test_result, ("tester",))
-_spec("submit_review", "Review the task's pull request: approve (a person then approves the merge) or "
-      "request_changes (back to the coder).",
-      {"verdict": {"type": "string", "enum": ["approve", "request_changes"]}, "summary": STRING},
-      ["verdict", "summary"], ReviewArgs, _submit_review, ("reviewer",))
+# The pipeline's tools, loaded into the runtime's registry by ``create_app``.
+TOOLS = [
+    _spec("create_tasks", "Create the tasks that implement this issue; each is assigned to the least-loaded agent "
+          "of its assignee_type (default coder).",
+          {"tasks": {"type": "array", "minItems": 1, "maxItems": 30, "items": _schema({
+              "title": STRING, "description": STRING, "definition_of_done": STRING,
+              "priority": {"type": "string", "enum": list(PRIORITIES)},
+              "assignee_type": {"type": "string", "enum": ["coder", "tester", "reviewer", "architect"]}},
+              ["title"])}}, ["tasks"], CreateTasksArgs, _create_tasks, ("architect",)),
+    _spec("list_files", "List files and folders at a path of the repository's default branch ('' = root).",
+          {"path": STRING}, [], PathArgs, _list_files, ("coder", "tester", "reviewer", "architect")),
+    _spec("read_file", "Read a file of the repository's default branch.", {"path": STRING}, ["path"], PathArgs,
+          _read_file, ("coder", "tester", "reviewer", "architect")),
+    _spec("report_progress", "Report progress (0-100) on your task with a short message.",
+          {"progress": {"type": "integer", "minimum": 0, "maximum": 100}, "message": STRING},
+          ["progress", "message"], ProgressArgs, _report_progress, ("coder",)),
+    _spec("submit_changes", "Commit files (full contents) and deletions in one commit on the task's branch, open or "
+          "update its pull request, and hand the task to testing.",
+          {"title": STRING, "body": STRING,
+           "files": {"type": "array", "items": _schema({"path": STRING, "content": STRING}, ["path", "content"])},
+           "delete": {"type": "array", "items": STRING}}, ["title"], SubmitChangesArgs, _submit_changes, ("coder",)),
+    _spec("read_pull_request", "Read the task's pull request: its diff and the state of its checks.", {}, [],
+          _Strict, _read_pull_request, ("tester", "reviewer")),
+    _spec("report_test_result", "Report whether the task's pull request passes testing, with a summary.",
+          {"passed": {"type": "boolean"}, "summary": STRING}, ["passed", "summary"], TestResultArgs,
+          _report_test_result, ("tester",)),
+    _spec("submit_review", "Review the task's pull request: approve (a person then approves the merge) or "
+          "request_changes (back to the coder).",
+          {"verdict": {"type": "string", "enum": ["approve", "request_changes"]}, "summary": STRING},
+          ["verdict", "summary"], ReviewArgs, _submit_review, ("reviewer",)),
+]

@@ -30,7 +30,7 @@ from mcc.models.types import utcnow
 from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
 from mcc.services import breakers, budget, emergency, outbox
 from mcc.runtime import cancellation, gate, tools
-from mcc.pipeline import stages, tools as pipeline_tools  # noqa: F401
+from mcc.pipeline import stages
 from mcc.services.periods import local_date
 from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify

@@ -47,21 +47,29 @@ def _list_participants(_args: dict, ctx: ToolContext) -> dict:
                        for a in ctx.conversation.agents if a.id != ctx.agent.id]}
 
 
-REGISTRY: dict[str, Tool] = {}
-
-
-def register(tool: Tool) -> Tool:
-    REGISTRY[tool.name] = tool
-    return tool
-
-
-register(Tool(
+LIST_PARTICIPANTS = Tool(
     name="list_participants",
     description="List the other agents in this conversation and how to mention them to hand work over.",
     parameters={"type": "object", "properties": {}, "additionalProperties": False},
     schema=_NoArgs,
     run=_list_participants,
-))
+)
+
+# Filled by ``load_registry``, called by ``create_app`` (so by every web process, worker and
+# ``flask`` command): importing a module never changes which tools exist.
+REGISTRY: dict[str, Tool] = {}
+
+
+def load_registry(*tool_sets: list[Tool]) -> None:
+    """The tools agents may call: the runtime's own, then each set given (the pipeline's).
+
+    Idempotent: every call leaves the same registry for the same sets.
+    """
+    REGISTRY.clear()
+    for tool in [LIST_PARTICIPANTS, *(tool for tools in tool_sets for tool in tools)]:
+        if tool.name in REGISTRY:
+            raise ValueError(f"two tools are named {tool.name!r}")
+        REGISTRY[tool.name] = tool
 
 
 def specs_for(agent) -> list[dict]:

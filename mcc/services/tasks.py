@@ -68,7 +68,7 @@ def list_tasks(project_id: uuid.UUID, page: int, limit: int, status: str | None 
 
 # --- events ---------------------------------------------------------------------------------------
 
-def _queue_event(task: Task, message: str) -> None:
+def queue_event(task: Task, message: str) -> None:
     from mcc.realtime import publish
 
     outbox.later(publish, "task_progress", {"task_id": str(task.id), "progress": task.progress,
@@ -98,7 +98,7 @@ def transition(task: Task, to: str, *, actor_type: str, actor_id=None, actor_nam
             return _exhausted(task, reason)
         task.assigned_agent_id = task.coder_agent_id
     db.session.flush()
-    _queue_event(task, reason or f"{task.status}")
+    queue_event(task, reason or f"{task.status}")
     log.info("task %s -> %s by %s %s: %s", task.id, to, actor_type, actor_name or actor_id or "", reason or "")
     return task
 
@@ -114,7 +114,7 @@ def _exhausted(task: Task, reason: str | None) -> Task:
     notify("warning", "task_failed", f"Task failed: {task.title}",
            f"The task went back to its coder {task.attempts} times (MCC_MAX_TASK_ATTEMPTS={limit}). "
            f"Last reason: {reason or 'none given'}", {"task_id": str(task.id)}, task.project_id)
-    _queue_event(task, f"failed after {task.attempts} attempts: {reason or ''}".strip())
+    queue_event(task, f"failed after {task.attempts} attempts: {reason or ''}".strip())
     return task
 
 
@@ -123,7 +123,7 @@ def set_progress(task: Task, progress: int, message: str) -> Task:
         raise Conflict(f"Progress is reported while in progress; the task is {task.status}.")
     task.progress = max(STAGE_PROGRESS["in_progress"], min(int(progress), STAGE_PROGRESS["testing"] - 1))
     db.session.flush()
-    _queue_event(task, message)
+    queue_event(task, message)
     return task
 
 
@@ -156,7 +156,7 @@ def assign(task: Task, agent_id: uuid.UUID, *, enforce_limit: bool = True) -> Ta
         task.coder_agent_id = agent.id
     task.stage_started_at = None
     db.session.flush()
-    _queue_event(task, f"assigned to {agent.name}")
+    queue_event(task, f"assigned to {agent.name}")
     return task
 
 
@@ -178,7 +178,7 @@ def create_task(project_id: uuid.UUID, data: dict, *, enforce_limit: bool = True
     if data.get("assigned_to_agent_id"):
         assign(task, data["assigned_to_agent_id"], enforce_limit=enforce_limit)
     db.session.flush()
-    _queue_event(task, "created")
+    queue_event(task, "created")
     return task
 
 
@@ -196,7 +196,7 @@ def complete_manually(task: Task, user, reason: str | None = None) -> Task:
     task.completed_at = utcnow()
     task.assigned_agent_id = None
     db.session.flush()
-    _queue_event(task, f"completed manually by {user.username}")
+    queue_event(task, f"completed manually by {user.username}")
     log.info("task %s %s -> completed manually by %s", task.id, from_status, user.username)
     return task
 
