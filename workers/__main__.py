@@ -42,6 +42,7 @@ from mcc.extensions import db
 from mcc.jobs import QUEUES
 from mcc.redis_store import get_redis
 from workers import agent, context, github, maintenance  # noqa: F401  (preload job modules)
+from workers.pool import run_pool
 
 log = logging.getLogger("workers")
 _reaper_pass = threading.Lock()
@@ -103,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("worker %s listening on %s", worker.name, ", ".join(args.queues))
                 worker.work(burst=args.burst, logging_level=app.config["MCC_LOG_LEVEL"], with_scheduler=True)
             else:
-                from workers.pool import run_pool
-
                 run_pool(args.queues, lambda: Redis.from_url(app.config["REDIS_URL"], max_connections=4),
                          JSONSerializer, app.config["MCC_MAX_CONCURRENT_CALLS"], args.burst,
                          app.config["MCC_LOG_LEVEL"])
