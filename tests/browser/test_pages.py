@@ -183,3 +183,16 @@ def test_a_dropped_socket_reconnects_and_catches_up(web, app):
     expect(page.get_by_test_id("live-status")).to_have_text("connected", timeout=15000)
     expect(page.get_by_test_id(f"message-{missed.json()['id']}")).to_contain_text(
         "sent while the page was offline", timeout=10000)
+
+
+def test_a_task_card_moves_across_columns_live(web, app):
+    team = make_team(app, ("Cody", "coder", "anthropic/claude-3.5-sonnet"))
+    base = f"/projects/{team['project']}/tasks"
+    task = web.api("POST", base, json={"title": "Build the login page"}).json()
+    page = web.logged_in("viewer", f"/projects/{team['project']}")
+    card = page.get_by_test_id(f"task-{task['id']}")
+    expect(page.get_by_test_id("column-pending").get_by_test_id(f"task-{task['id']}")).to_be_visible()
+    assert web.api("POST", f"{base}/{task['id']}/complete", json={"reason": "done by hand"}).status_code == 200
+    expect(page.get_by_test_id("column-completed").get_by_test_id(f"task-{task['id']}")).to_be_visible()
+    expect(page.get_by_test_id("column-pending").get_by_test_id(f"task-{task['id']}")).to_have_count(0)
+    expect(card.get_by_test_id(f"task-progress-{task['id']}")).to_have_attribute("value", "100")
