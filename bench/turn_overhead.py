@@ -237,6 +237,35 @@ def throughput(session, base, teams, replies: Replies, total: int) -> dict:
             "posting_seconds": round(posted, 2)}
 
 
+def start_stack(resources: Resources, stub: LLMStub, conversations: int, workdir: Path,
+                processes: list) -> tuple[dict, list[dict], str]:
+    """Data for ``conversations`` conversations and the Procfile's web process (into ``processes``)."""
+    env = {**resources.env, "MCC_LLM_BASE_URL": stub.base_url, "MCC_LLM_API_KEY": "bench"}
+    teams = setup_data(env, conversations)
+    web, base = start_web(env, workdir / "web.log")
+    processes.append(web)
+    return env, teams, base
+
+
+def login(base: str, connections: int = 10) -> tuple[requests.Session, str]:
+    """A session logged in as the bench operator, and its access token."""
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=connections))
+    token = session.post(f"{base}/api/v1/auth/login", json={"username": "bench", "password": PASSWORD},
+                         timeout=10).json()["access_token"]
+    session.headers["Authorization"] = f"Bearer {token}"
+    return session, token
+
+
+def tear_down(replies, processes: list, stub: LLMStub, resources: Resources) -> None:
+    if replies is not None:
+        replies.close()
+    for process in reversed(processes):
+        process.stop()
+    stub.close()
+    resources.close()
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -270,10 +299,7 @@ def main() -> int:
     replies = None
     workdir = Path(tempfile.mkdtemp(prefix="mcc-bench-logs-"))
     try:
-        env = {**resources.env, "MCC_LLM_BASE_URL": stub.base_url, "MCC_LLM_API_KEY": "bench"}
-        teams = setup_data(env, args.conversations)
-        web, base = start_web(env, workdir / "web.log")
-        processes.append(web)
+        env, teams, base = start_stack(resources, stub, args.conversations, workdir, processes)
 
         def start_workers(count: int) -> list[Process]:
             started = [Process(procfile()["worker"], env, workdir / f"worker-{uuid.uuid4().hex[:6]}.log")
@@ -292,10 +318,7 @@ def main() -> int:
                 processes.remove(worker)
             time.sleep(0.5)
 
-        session = requests.Session()
-        token = session.post(f"{base}/api/v1/auth/login", json={"username": "bench", "password": PASSWORD},
-                             timeout=10).json()["access_token"]
-        session.headers["Authorization"] = f"Bearer {token}"
+        session, token = login(base)
         replies = Replies(base, token, [t["conversation"] for t in teams])
 
         workers = start_workers(1)
@@ -333,12 +356,7 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     finally:
-        if replies is not None:
-            replies.close()
-        for process in reversed(processes):
-            process.stop()
-        stub.close()
-        resources.close()
+        tear_down(replies, processes, stub, resources)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """``python -m workers``: an RQ worker on MCC's queues (the Procfile's ``worker:`` line).
 
-The app and every job module are imported here, once, before RQ forks a work horse per job, so
-a job does not pay for imports (see DESIGN.md, "Pitfalls"). The engine is disposed so that no
-pooled database connection crosses a fork. A reaper thread recovers turns whose worker died and
-keeps the next run of each periodic job scheduled (``mcc.periodic``).
+By default the process is a greenlet pool (``workers.pool``): up to ``MCC_MAX_CONCURRENT_CALLS``
+jobs at once, each waiting on the LLM gateway in a greenlet, not a process. ``--fork`` is RQ's
+forking worker instead (one job at a time, a work horse forked per job).
+
+The app and every job module are imported here, once, before any job runs, so a job does not
+pay for imports (see DESIGN.md, "Pitfalls"). For the forking worker the engine is disposed so
+that no pooled database connection crosses a fork. A reaper thread recovers turns whose worker
+died and keeps the next run of each periodic job scheduled (``mcc.periodic``).
 
 A fork copies the locks of every thread but only the forking thread: a work horse forked while the
 reaper thread held one of SQLAlchemy's locks (mapper configuration, the statement cache, the pool)
@@ -12,12 +16,23 @@ starts, and a fork waits for the reaper's pass to end (``_hold_reaper_across_for
 """
 from __future__ import annotations
 
-import argparse
+import sys
+
+FORK = "--fork" in sys.argv[1:]
+if not FORK:  # before anything imports socket, ssl, threading or psycopg2
+    from gevent import monkey
+
+    monkey.patch_all()
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
+
+import argparse  # noqa: E402
 import logging
 import os
-import sys
 import threading
 
+from redis import Redis
 from rq import Worker
 from sqlalchemy.orm import configure_mappers
 from rq.serializers import JSONSerializer
@@ -29,6 +44,7 @@ from mcc.periodic import ensure_scheduled
 from mcc.redis_store import get_redis
 from mcc.runtime.recovery import reap_forever
 from workers import agent, context, github, maintenance  # noqa: F401  (preload job modules)
+from workers.pool import run_pool
 
 log = logging.getLogger("workers")
 _reaper_pass = threading.Lock()
@@ -51,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run an MCC RQ worker.")
     parser.add_argument("queues", nargs="*", default=list(QUEUES), help=f"queues (default: {' '.join(QUEUES)})")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    parser.add_argument("--fork", action="store_true",
+                        help="RQ's forking worker: one job at a time, a work horse forked per job")
     args = parser.parse_args(argv)
 
+    if not args.fork:  # jobs wait for a pooled connection rather than fail (a request waits 3 s, then 503)
+        os.environ.setdefault("MCC_DB_POOL_TIMEOUT", "60")
     app = create_app({"MCC_PROCESS": "worker"})
     context.set_app(app)
     with app.app_context():
@@ -63,16 +83,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         configure_mappers()
         db.engine.dispose()
-        _hold_reaper_across_forks()
+        if args.fork:
+            _hold_reaper_across_forks()
         stop = threading.Event()
         threading.Thread(target=_reaper, args=(app, app.config["MCC_REAPER_SECONDS"], stop), daemon=True,
                          name="turn-reaper").start()
         # Maintenance also takes over the RQ scheduler of a worker that died (its lock lasts 61 s);
         # RQ's default of 10 minutes would leave delayed jobs waiting that long.
-        worker = Worker(args.queues, connection=redis, serializer=JSONSerializer, maintenance_interval=60)
-        log.info("worker %s listening on %s", worker.name, ", ".join(args.queues))
         try:
-            worker.work(burst=args.burst, logging_level=app.config["MCC_LOG_LEVEL"], with_scheduler=True)
+            if args.fork:
+                worker = Worker(args.queues, connection=redis, serializer=JSONSerializer, maintenance_interval=60)
+                log.info("worker %s listening on %s", worker.name, ", ".join(args.queues))
+                worker.work(burst=args.burst, logging_level=app.config["MCC_LOG_LEVEL"], with_scheduler=True)
+            else:
+                run_pool(args.queues, lambda: Redis.from_url(app.config["REDIS_URL"], max_connections=4),
+                         JSONSerializer, app.config["MCC_MAX_CONCURRENT_CALLS"], args.burst,
+                         app.config["MCC_LOG_LEVEL"])
         finally:
             stop.set()
     return 0

@@ -287,6 +287,18 @@ def _settle_call(turn: Turn, conversation: Conversation, agent: Agent, call_inde
     return entry
 
 
+def _release_connection() -> None:
+    """End the read transaction so the pooled connection serves others while the call waits (a
+    worker pool runs MCC_MAX_CONCURRENT_CALLS turns on a few connections). Nothing is pending here;
+    what was loaded stays loaded (no expiry, so no reload after the call)."""
+    session = db.session()
+    keep, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = keep
+
+
 def _hold_turn(turn: Turn, agent: Agent, transcript: list, reason: str) -> None:
     turn.status = "held"
     turn.transcript = transcript
@@ -363,6 +375,7 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
         if call_id is None:
             _hold_turn(turn, agent, transcript, "emergency pause")
             return
+        _release_connection()
         token = CancelToken()
         try:
             with cancellation.CallWatch(call_id, turn.id, token):

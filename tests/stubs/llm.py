@@ -43,6 +43,10 @@ def _words(text: str) -> list[str]:
     return [w + " " for w in words[:-1]] + [words[-1]] if text else []
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # a hundred calls arriving at once are all accepted, none waits on a SYN retry
+
+
 class LLMStub:
     def __init__(self):
         self.calls: list[Call] = []
@@ -51,6 +55,7 @@ class LLMStub:
         # A function(body) -> Step chosen per request, when set (overrides script and default).
         self.responder = None
         self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0  # requests being answered at once: now, and at most
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +65,16 @@ class LLMStub:
                 pass
 
             def do_POST(self):
+                with stub.lock:
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                try:
+                    self._post()
+                finally:
+                    with stub.lock:
+                        stub.in_flight -= 1
+
+            def _post(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 record = Call(time.time(), body, dict(self.headers))
@@ -128,7 +143,7 @@ class LLMStub:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

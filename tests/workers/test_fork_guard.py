@@ -8,7 +8,8 @@ import sys
 import textwrap
 
 PROGRAM = textwrap.dedent("""
-    import os, threading, time
+    import os, sys, threading, time
+    sys.argv.append("--fork")                            # the forking worker (the pool does not fork)
     from workers import __main__ as worker
 
     worker._hold_reaper_across_forks()

@@ -60,10 +60,11 @@ def test_redelivered_jobs_never_store_a_second_reply_or_ledger_row(runtime, llm,
     assert team["conversation"] in ran.description
     again = queue.enqueue_job(ran)
     extra = [queue.enqueue("workers.agent.drive_conversation", team["conversation"]) for _ in range(3)]
-    assert _wait_finished(runtime, extra) == ["idle"] * 3
+    # The pool runs them at once: those that meet the conversation lock of another end "busy".
+    assert set(_wait_finished(runtime, extra)) <= {"idle", "busy"}
     # The re-delivered job ran a second time (a second result), and found nothing to do.
     assert [r.return_value for r in runtime.wait_for(lambda: (lambda r: r if len(r) == 2 else None)(
-        again.results()))] == ["idle", "ran"]  # newest first
+        again.results()))] in (["idle", "ran"], ["busy", "ran"])  # newest first
     assert len(agent_replies(runtime, team)) == 1
     assert len(_ledger(app, team)) == 1 and len(llm.calls) == 1
     [turn] = _turns(app, team)
