@@ -251,9 +251,15 @@ class MccCollector(Collector):
                                     ("failed", FailedJobRegistry)):
                 jobs.add_metric([name, state], registry(queue=queue).count)
         yield jobs
-        workers = GaugeMetricFamily("mcc_workers", "RQ workers alive")
-        workers.add_metric([], len(Worker.all(connection=redis)))
+        # A worker process registers one RQ worker per loop of its greenlet pool (workers/pool.py):
+        # processes are told apart by host and pid, the loops are the jobs it can run at once.
+        loops = Worker.all(connection=redis)
+        workers = GaugeMetricFamily("mcc_workers", "Worker processes alive")
+        workers.add_metric([], len({(loop.hostname, loop.pid) for loop in loops}))
         yield workers
+        slots = GaugeMetricFamily("mcc_worker_slots", "RQ worker loops alive: jobs the workers can run at once")
+        slots.add_metric([], len(loops))
+        yield slots
 
         yield _http_histogram({k.decode(): v.decode() for k, v in redis.hgetall(HTTP_KEY).items()})
 

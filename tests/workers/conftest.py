@@ -67,8 +67,9 @@ class Runtime:
             time.sleep(interval)
         raise AssertionError(f"timed out; worker logs:\n{self.logs()}")
 
-    def logs(self) -> str:
-        return "\n".join(w.output()[-4000:] for w in self.workers)
+    def logs(self, tail: int | None = 4000) -> str:
+        """Each worker's log, its last ``tail`` characters (all of it with ``tail=None``)."""
+        return "\n".join(w.output()[-tail if tail else 0:] for w in self.workers)
 
     def stop(self):
         for worker in self.workers:

@@ -59,7 +59,8 @@ def test_metrics_are_read_at_scrape_time_by_any_web_process(start_runtime, llm, 
         assert value(samples, "mcc_emergency_paused") == 0
         assert value(samples, "mcc_turns", status="succeeded") == 1
         assert value(samples, "mcc_turns", status="failed") == 0
-        assert value(samples, "mcc_workers") == 1
+        assert value(samples, "mcc_workers") == 1  # one process, however many loops its pool runs
+        assert value(samples, "mcc_worker_slots") == int(runtime.env.get("MCC_MAX_CONCURRENT_CALLS", 100))
         assert value(samples, "mcc_queue_jobs", queue="agent", state="queued") >= 0
         assert value(samples, "mcc_queue_jobs", queue="default", state="failed") == 0
         assert value(samples, "mcc_llm_calls_in_flight") == 0
