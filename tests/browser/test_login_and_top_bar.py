@@ -102,3 +102,36 @@ def test_notification_count_is_live(web):
     unread = web.api("GET", "/notifications?is_read=false", token=web.login("viewer")).json()["unread"]
     assert unread >= 1
     expect(page.get_by_test_id("notifications-count")).to_have_text(str(unread))
+
+
+def test_a_reload_while_the_refresh_is_in_flight_keeps_the_session(web):
+    """Issue 12: the server rotates the tab's refresh token, the tab is reloaded before the answer
+    arrives, and the reloaded tab presents the rotated token. Within the reuse grace it stays
+    logged in on the same page instead of landing on /login."""
+    page = web.logged_in("operator", "/budget")
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    answered = []
+
+    def hold_the_first_answer(route):
+        if answered:
+            route.continue_()
+            return
+        answered.append(route.fetch().status)  # the server rotated the token; the tab never hears
+
+    page.route("**/api/v1/auth/refresh", hold_the_first_answer)
+    page.reload()  # the tab resumes its session: its refresh is now in flight
+    for _ in range(200):
+        if answered:
+            break
+        page.wait_for_timeout(25)
+    assert answered == [200]
+    page.reload()  # before that answer reached the tab
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    expect(page).to_have_url(f"{web.base}/budget")
+    expect(page.get_by_test_id("live-status")).to_have_text("connected")
+    page.unroute("**/api/v1/auth/refresh")
+    # The pair the grace gave is a working session: the next reload refreshes with it.
+    page.reload()
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    expect(page).to_have_url(f"{web.base}/budget")
+    assert page.errors == []
