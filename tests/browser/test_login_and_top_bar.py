@@ -135,3 +135,28 @@ def test_a_reload_while_the_refresh_is_in_flight_keeps_the_session(web):
     expect(page.get_by_test_id("budget-today")).to_be_visible()
     expect(page).to_have_url(f"{web.base}/budget")
     assert page.errors == []
+
+
+def test_a_refresh_answer_lost_on_the_network_is_asked_again_and_the_session_goes_on(web):
+    """The server rotates the token but its answer is lost (the connection drops): the console
+    asks again within the reuse grace instead of sending the person to /login."""
+    page = web.logged_in("operator", "/budget")
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    statuses = []
+
+    def lose_the_first_answer(route):
+        if statuses:
+            response = route.fetch()
+            statuses.append(response.status)
+            route.fulfill(response=response)
+            return
+        statuses.append(route.fetch().status)  # the server rotated the token...
+        route.abort("connectionreset")  # ...and the tab sees the connection drop
+
+    page.route("**/api/v1/auth/refresh", lose_the_first_answer)
+    page.reload()  # the tab resumes its session with a refresh
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    expect(page).to_have_url(f"{web.base}/budget")
+    expect(page.get_by_test_id("live-status")).to_have_text("connected")
+    assert statuses[0] == 200 and len(statuses) >= 2
+    assert page.errors == []
