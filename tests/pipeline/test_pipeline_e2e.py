@@ -234,7 +234,7 @@ def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continu
     project, issue = start_scripted(prt, team, llm, script)
 
     # The coder has submitted; the tester's first call is at the gateway when a person pauses everything.
-    assert script.tester_calling.wait(timeout=30), prt.logs()
+    assert script.tester_calling.wait(timeout=30), prt.logs(tail=4000)
     paused = prt.api("POST", "/emergency/pause-all", json={"reason": "check the pipeline"})
     paused_at = time.time()
     assert paused.status_code == 200, paused.text
@@ -333,7 +333,7 @@ def test_a_stage_turn_that_fails_hands_the_task_to_a_person_and_frees_the_agent(
 def test_resetting_an_agent_whose_stage_turn_is_held_hands_the_task_to_a_person(prt, team, repo, llm):
     script = HoldingScript()
     project, issue = start_scripted(prt, team, llm, script)
-    assert script.tester_calling.wait(timeout=30), prt.logs()
+    assert script.tester_calling.wait(timeout=30), prt.logs(tail=4000)
     assert prt.api("POST", "/emergency/pause-all", json={"reason": "hold"}).status_code == 200
     script.release.set()
     time.sleep(1)  # the tester's call returns; its next step is held
