@@ -25,7 +25,8 @@ def _require_json_body():
 
 def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     """Build the app from the environment (``env``), then apply test ``overrides``."""
-    from mcc import api, cli, console, errors, hardening, health, metrics, realtime, redis_store, security
+    from mcc import api, cli, console, errors, hardening, health, metrics, redis_store, security
+    from mcc.api import socket
     from mcc import models  # noqa: F401  (registers every table with the metadata)
     from mcc.extensions import db, jwt, limiter, migrate
     from mcc.pipeline import tools as pipeline_tools
@@ -61,7 +62,7 @@ def create_app(overrides: dict | None = None, env: dict | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     app.register_blueprint(console.bp)
     limiter.exempt(console.bp)
-    realtime.init_app(app)
+    socket.init_app(app)
     cli.init_app(app)
     tools.load_registry(pipeline_tools.TOOLS)  # the agents' tools: an explicit list
     hardening.init_app(app)  # its URI check runs right after the request id is assigned

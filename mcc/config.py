@@ -42,6 +42,9 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_TRUSTED_PROXIES", "0", "reverse proxies in front whose `X-Forwarded-For` is trusted"),
     ("MCC_ACCESS_TOKEN_SECONDS", "900", "access token lifetime"),
     ("MCC_REFRESH_TOKEN_DAYS", "30", "refresh token lifetime"),
+    ("MCC_REFRESH_REUSE_GRACE_SECONDS", "10",
+     "seconds a rotated refresh token may be presented again for a new pair in the same session instead of "
+     "revoking it (a reload or lost answer mid-refresh); 0: off, any reuse revokes (docs/security.md)"),
     ("MCC_2FA_TOKEN_SECONDS", "300", "lifetime of the temp token between password and 2FA code"),
     ("MCC_MAX_BODY_BYTES", "1048576", "largest accepted request body"),
     ("MCC_LOG_LEVEL", "INFO", "log level"),
@@ -376,6 +379,7 @@ def load_config(env: dict | None = None) -> dict:
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=int(env.get("MCC_ACCESS_TOKEN_SECONDS", 900))),
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=int(env.get("MCC_REFRESH_TOKEN_DAYS", 30))),
+        "MCC_REFRESH_REUSE_GRACE": timedelta(seconds=max(0, int(env.get("MCC_REFRESH_REUSE_GRACE_SECONDS", 10)))),
         # flask-smorest / OpenAPI
         "API_TITLE": "MCC — Mission Control Center",
         "API_VERSION": "v1",

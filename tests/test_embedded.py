@@ -63,6 +63,12 @@ def test_quickstart_serves_the_api_with_sqlite_and_no_redis(tmp_path):
 
         rotated = requests.post(f"{api}/auth/refresh", json={"refresh_token": body["refresh_token"]}, timeout=5)
         assert rotated.status_code == 200
+        # Presented again within MCC_REFRESH_REUSE_GRACE_SECONDS (a reload mid-refresh): a new pair.
+        retry = requests.post(f"{api}/auth/refresh", json={"refresh_token": body["refresh_token"]}, timeout=5)
+        assert retry.status_code == 200, retry.text
+        with sqlite3.connect(tmp_path / "mcc.db") as database:  # past the grace: the rotation is old
+            assert database.execute("UPDATE refresh_tokens SET revoked_at = '2000-01-01 00:00:00.000000' "
+                                    "WHERE replaced_by IS NOT NULL").rowcount
         replay = requests.post(f"{api}/auth/refresh", json={"refresh_token": body["refresh_token"]}, timeout=5)
         assert replay.status_code == 401
         again = requests.post(f"{api}/auth/refresh", json={"refresh_token": rotated.json()["refresh_token"]},

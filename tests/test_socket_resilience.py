@@ -137,10 +137,11 @@ def test_anonymous_sockets_are_closed_and_capped_per_address(test_env, operator,
 def queueless_app(app, test_env, committed_db):
     """An app without the Redis queue (Flask-SocketIO's in-process test client refuses one); the
     session app's Socket.IO server is restored afterwards."""
-    from mcc import create_app, realtime
+    from mcc import create_app
+    from mcc.api import socket
 
     yield create_app({"TESTING": True}, env={**test_env, "REDIS_URL": ""})
-    realtime.init_app(app)
+    socket.init_app(app)
 
 
 def test_a_failing_handler_answers_its_ack_with_a_request_id_and_logs_once(queueless_app, caplog):
@@ -148,7 +149,7 @@ def test_a_failing_handler_answers_its_ack_with_a_request_id_and_logs_once(queue
     from flask_jwt_extended import create_access_token
 
     from mcc.extensions import socketio as server
-    from mcc.realtime import client_event
+    from mcc.api.socket import client_event
 
     @client_event("explode_for_test")
     def explode(connection, data):
@@ -159,10 +160,10 @@ def test_a_failing_handler_answers_its_ack_with_a_request_id_and_logs_once(queue
         token = create_access_token(identity=str(user.id), additional_claims={"gen": user.token_generation})
     client = server.test_client(queueless_app, auth={"token": token})
     assert client.is_connected(), "in-process connect failed"
-    with caplog.at_level(logging.ERROR, logger="mcc.realtime"):
+    with caplog.at_level(logging.ERROR, logger="mcc.api.socket"):
         ack = client.emit("explode_for_test", {}, callback=True)
     assert ack["ok"] is False and ack["error"]["code"] == "INTERNAL_ERROR"
     assert uuid.UUID(ack["error"]["details"]["request_id"]) and "boom" not in str(ack)
-    failures = [r for r in caplog.records if r.name == "mcc.realtime" and r.levelno >= logging.ERROR]
+    failures = [r for r in caplog.records if r.name == "mcc.api.socket" and r.levelno >= logging.ERROR]
     assert len(failures) == 1 and failures[0].exc_info[1].args == ("boom",)
     client.disconnect()

@@ -76,20 +76,34 @@ export function refresh(): Promise<boolean> {
   if (!token) return Promise.resolve(false);
   refreshing = (async () => {
     try {
-      const response = await fetch(API + "/auth/refresh", {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ refresh_token: token }),
-      });
+      const response = await exchange(token);
+      if (!response) return false;  // network trouble: keep the session, the next call retries
       if (response.status === 401 || response.status === 422) { forget(); return false; }
       adopt(await parse(response));
       return true;
     } catch {
-      return false;  // network trouble: keep the session, the next call retries
+      return false;
     } finally {
       refreshing = null;
     }
   })();
   return refreshing;
+}
+
+/** POST the refresh token; null when no answer came back. A lost answer is asked again soon:
+ * the server may have rotated the token already, and presenting it again within its reuse grace
+ * (MCC_REFRESH_REUSE_GRACE_SECONDS, 10 s) still gets a new pair, where later it ends the session. */
+async function exchange(token: string): Promise<Response | null> {
+  for (const pause of [0, 1000, 2000]) {
+    if (pause) await new Promise((resolve) => window.setTimeout(resolve, pause));
+    try {
+      return await fetch(API + "/auth/refresh", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh_token: token }),
+      });
+    } catch { /* no answer: ask again */ }
+  }
+  return null;
 }
 
 // A step-up second factor (403 TWO_FACTOR_REQUIRED) asks the person for a code; the console's

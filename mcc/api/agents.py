@@ -5,7 +5,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from mcc.extensions import db
-from mcc.realtime import publish_agent_status
+from mcc.events import publish_agent_status
 from mcc.schemas.agents import AgentCreateSchema, AgentPageSchema, AgentSchema, AgentUpdateSchema
 from mcc.schemas.common import PageQuerySchema, page_of
 from mcc.security import requires_role

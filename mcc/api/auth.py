@@ -69,7 +69,9 @@ class Refresh(MethodView):
         """Exchange a refresh token for a new access and refresh token
 
         The presented refresh token is revoked. Presenting a revoked one again revokes its whole
-        family (every token descended from the same login).
+        family (every token descended from the same login), except a token rotated less than
+        MCC_REFRESH_REUSE_GRACE_SECONDS (10) ago whose family is still open: it gets a new pair in
+        that family (a tab reloaded, or an answer lost, while its refresh was in flight).
         """
         result = auth_service.refresh(body["refresh_token"])
         db.session.commit()

@@ -6,7 +6,7 @@ from flask_jwt_extended import current_user
 from flask_smorest import Blueprint
 
 from mcc.extensions import commit_keeping_loaded, db
-from mcc.realtime import publish_conversation_status
+from mcc.events import publish_conversation_status
 from mcc.schemas.common import page_of
 from mcc.schemas.conversations import (ConversationAgentSchema, ConversationCreateSchema, ConversationDetailSchema,
                                        ConversationPageSchema, ConversationQueryArgsSchema, ConversationSchema,

@@ -23,6 +23,7 @@ from mcc.models.turn import Turn
 from mcc.models.types import as_utc, utcnow
 from mcc.services import outbox, tasks
 from mcc.services.projects import get_project
+from mcc.runtime.feed import publish_message
 from mcc.runtime.tools import specs_for as agent_tools
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ DECISIVE_TOOL = {"in_progress": "submit_changes", "testing": "report_test_result
 
 
 def _announce(message: Message) -> None:
-    from mcc.realtime import publish_message
-
     outbox.later(publish_message, message)
 
 

@@ -1,8 +1,8 @@
 """Stop controls shared by REST and the CLI: what follows a pause or resume once committed."""
 from __future__ import annotations
 
+from mcc.events import now_iso, publish
 from mcc.extensions import db
-from mcc.realtime import publish
 from mcc.services import emergency
 from mcc.runtime import engine
 
@@ -25,6 +25,4 @@ def resume_everything(actor: str, user_id) -> dict:
 
 
 def announce_resume(actor: str) -> None:
-    from mcc.realtime import now_iso
-
     publish("emergency_resume", {"resumed_by": actor, "timestamp": now_iso()})

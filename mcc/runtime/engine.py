@@ -28,9 +28,10 @@ from mcc.models.conversation import Conversation, Message
 from mcc.models.project import Project
 from mcc.models.turn import LedgerEntry, Turn
 from mcc.models.types import utcnow
-from mcc.realtime import conversation_room, publish, publish_agent_status, publish_message
+from mcc.events import conversation_room, publish, publish_agent_status
 from mcc.services import breakers, budget, emergency, outbox
 from mcc.runtime import cancellation, gate, tools
+from mcc.runtime.feed import publish_message
 from mcc.pipeline import stages
 from mcc.services.periods import local_date
 from mcc.services.rollup import add_to_rollup

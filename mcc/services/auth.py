@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from mcc.errors import Conflict, Forbidden, TooManyAttempts, TwoFactorRequired, Unauthorized, ValidationFailed
 from mcc.extensions import db, limiter
 from mcc.models.auth import RefreshToken, User
-from mcc.models.types import utcnow
+from mcc.models.types import as_utc, utcnow
 from mcc.secretbox import SealBroken, is_sealed, seal, unseal
 from mcc.services import audit, tokens
 
@@ -249,7 +249,33 @@ def verify_two_factor(temp_token: str, code: str, client_ip: str) -> dict:
     return issue_tokens(user)
 
 
+def _within_reuse_grace(row: RefreshToken) -> bool:
+    """True when ``row`` was rotated (not revoked) less than MCC_REFRESH_REUSE_GRACE ago and its
+    session is still open: a tab reloaded, or an answer lost, while its refresh was in flight.
+
+    A rotated row has ``replaced_by`` set and ``revoked_at`` = the rotation's time; logout, reuse
+    and password changes leave ``replaced_by`` empty on the token they revoke, and revoke every
+    token of the family, so a family without a live token is over and is never reopened here.
+    Disabled users and voided tokens are refused before this is asked (``_active_user``, "gen").
+    """
+    grace = current_app.config["MCC_REFRESH_REUSE_GRACE"]
+    if not grace or row.replaced_by is None or row.revoked_at is None or utcnow() - as_utc(row.revoked_at) > grace:
+        return False
+    return db.session.execute(
+        select(RefreshToken.jti)
+        .where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None),
+               RefreshToken.expires_at > utcnow())
+        .limit(1)
+    ).first() is not None
+
+
 def refresh(refresh_token: str) -> dict:
+    """New tokens for a refresh token, which is rotated (revoked, linked to its successor).
+
+    Presenting a rotated token again revokes its whole family (a stolen token was replayed),
+    except within MCC_REFRESH_REUSE_GRACE of the rotation while the family is still open: then it
+    gets a new pair in the same family, so a tab reloaded mid-refresh keeps its session.
+    """
     claims = _decode(refresh_token, "refresh")
     user = _active_user(claims["sub"])
     row = db.session.get(RefreshToken, claims["jti"])
@@ -264,6 +290,13 @@ def refresh(refresh_token: str) -> dict:
         .execution_options(synchronize_session=False)
     ).rowcount
     if not rotated:
+        # A rotation racing with this one has committed by now (the UPDATE waited for its lock).
+        db.session.refresh(row)
+        if _within_reuse_grace(row):
+            log.info("refresh token of %s presented again %.1f s after its rotation (within "
+                     "MCC_REFRESH_REUSE_GRACE_SECONDS): new tokens in family %s", user.username,
+                     (utcnow() - as_utc(row.revoked_at)).total_seconds(), row.family_id)
+            return issue_tokens(user, row.family_id)
         # A revoked refresh token came back: it was stolen or replayed. End the whole session.
         revoke_family(row.family_id)
         db.session.commit()

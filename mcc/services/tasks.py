@@ -14,6 +14,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from mcc.errors import ApiError, Conflict, NotFound, ValidationFailed
+from mcc.events import publish
 from mcc.extensions import db
 from mcc.models.agent import Agent
 from mcc.models.github import Issue
@@ -69,8 +70,6 @@ def list_tasks(project_id: uuid.UUID, page: int, limit: int, status: str | None 
 # --- events ---------------------------------------------------------------------------------------
 
 def queue_event(task: Task, message: str) -> None:
-    from mcc.realtime import publish
-
     outbox.later(publish, "task_progress", {"task_id": str(task.id), "progress": task.progress,
                                             "status": task.status, "message": message})
 

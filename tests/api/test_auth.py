@@ -1,6 +1,7 @@
 """Login, tokens, 2FA and roles over HTTP."""
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -124,6 +125,7 @@ def test_refresh_rotates_and_reuse_revokes_the_family(client):
     assert second["expires_in"] == 900
     assert client.get("/api/v1/auth/me", headers=bearer(second["access_token"])).status_code == 200
 
+    rotated_ago(first["refresh_token"], seconds=11)  # past MCC_REFRESH_REUSE_GRACE_SECONDS (10)
     replay = client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert replay.status_code == 401
     assert "already used" in replay.get_json()["error"]["message"]
@@ -135,6 +137,106 @@ def test_refresh_rotates_and_reuse_revokes_the_family(client):
     # Another session of the same user is untouched.
     other = login(client, user.username)
     assert client.get("/api/v1/auth/me", headers=bearer(other["access_token"])).status_code == 200
+
+
+def rotated_ago(refresh_token: str, seconds: float) -> None:
+    """Make the rotation of ``refresh_token`` look ``seconds`` old (its row's revoked_at)."""
+    from flask_jwt_extended import decode_token
+    from sqlalchemy import update
+
+    from mcc.extensions import db
+    from mcc.models.auth import RefreshToken
+    from mcc.models.types import utcnow
+
+    jti = decode_token(refresh_token)["jti"]
+    db.session.execute(update(RefreshToken).where(RefreshToken.jti == jti)
+                       .values(revoked_at=utcnow() - timedelta(seconds=seconds)))
+    db.session.commit()
+
+
+def refresh(client, refresh_token: str):
+    return client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+
+
+def test_a_rotated_token_presented_again_within_the_grace_gets_a_new_pair_in_the_same_session(client, caplog):
+    """A tab reloaded while its refresh was in flight presents the token the server just rotated:
+    within MCC_REFRESH_REUSE_GRACE_SECONDS it gets a fresh pair, and the session lives on."""
+    caplog.set_level(logging.INFO, logger="mcc.services.auth")
+    user = make_user()
+    first = login(client, user.username)
+    lost = refresh(client, first["refresh_token"]).get_json()  # the answer the reloaded tab never saw
+    rotated_ago(first["refresh_token"], seconds=9)
+
+    again = refresh(client, first["refresh_token"])
+    assert again.status_code == 200, again.get_json()
+    retry = again.get_json()
+    assert retry["refresh_token"] not in (first["refresh_token"], lost["refresh_token"])
+    assert "presented again 9." in caplog.text and "within MCC_REFRESH_REUSE_GRACE_SECONDS" in caplog.text
+    # The new pair works, and rotates on like any other.
+    assert client.get("/api/v1/auth/me", headers=bearer(retry["access_token"])).status_code == 200
+    onward = refresh(client, retry["refresh_token"])
+    assert onward.status_code == 200
+    # Same family: one logout ends every branch of it, the lost answer's too.
+    out = client.post("/api/v1/auth/logout", json={"refresh_token": onward.get_json()["refresh_token"]},
+                      headers=bearer(onward.get_json()["access_token"]))
+    assert out.status_code == 204
+    assert refresh(client, lost["refresh_token"]).status_code == 401
+    assert client.get("/api/v1/auth/me", headers=bearer(retry["access_token"])).status_code == 401
+
+
+def test_a_rotated_token_presented_again_after_the_grace_revokes_the_family(client):
+    user = make_user()
+    first = login(client, user.username)
+    second = refresh(client, first["refresh_token"]).get_json()
+    rotated_ago(first["refresh_token"], seconds=10.5)
+
+    replay = refresh(client, first["refresh_token"])
+    assert replay.status_code == 401
+    assert "already used" in replay.get_json()["error"]["message"]
+    assert refresh(client, second["refresh_token"]).status_code == 401
+    assert client.get("/api/v1/auth/me", headers=bearer(second["access_token"])).status_code == 401
+
+
+def test_a_grace_of_zero_makes_every_reuse_revoke(app, client):
+    user = make_user()
+    first = login(client, user.username)
+    second = refresh(client, first["refresh_token"]).get_json()
+    saved = app.config["MCC_REFRESH_REUSE_GRACE"]
+    app.config["MCC_REFRESH_REUSE_GRACE"] = timedelta(0)
+    try:
+        assert refresh(client, first["refresh_token"]).status_code == 401
+    finally:
+        app.config["MCC_REFRESH_REUSE_GRACE"] = saved
+    assert refresh(client, second["refresh_token"]).status_code == 401
+
+
+def test_the_grace_never_reopens_a_session_ended_by_logout(client):
+    """Logout within the grace: the token rotated just before it is not honoured."""
+    user = make_user()
+    first = login(client, user.username)
+    second = refresh(client, first["refresh_token"]).get_json()
+    out = client.post("/api/v1/auth/logout", json={"refresh_token": second["refresh_token"]},
+                      headers=bearer(second["access_token"]))
+    assert out.status_code == 204
+    assert refresh(client, first["refresh_token"]).status_code == 401
+    assert refresh(client, second["refresh_token"]).status_code == 401
+
+
+def test_the_grace_never_honours_a_token_of_a_disabled_user_or_a_changed_password(client):
+    from mcc.extensions import db
+    from mcc.services.users import set_password
+
+    disabled, changed = make_user(), make_user()
+    tokens = {}
+    for user in (disabled, changed):
+        first = login(client, user.username)
+        assert refresh(client, first["refresh_token"]).status_code == 200
+        tokens[user.username] = first["refresh_token"]
+    disabled.is_active = False  # only that: the user check alone must refuse
+    set_password(changed.username, "a brand new password")
+    db.session.commit()
+    for user in (disabled, changed):
+        assert refresh(client, tokens[user.username]).status_code == 401, user.username
 
 
 def test_access_token_cannot_be_used_to_refresh(client):

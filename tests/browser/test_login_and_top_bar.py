@@ -102,3 +102,61 @@ def test_notification_count_is_live(web):
     unread = web.api("GET", "/notifications?is_read=false", token=web.login("viewer")).json()["unread"]
     assert unread >= 1
     expect(page.get_by_test_id("notifications-count")).to_have_text(str(unread))
+
+
+def test_a_reload_while_the_refresh_is_in_flight_keeps_the_session(web):
+    """Issue 12: the server rotates the tab's refresh token, the tab is reloaded before the answer
+    arrives, and the reloaded tab presents the rotated token. Within the reuse grace it stays
+    logged in on the same page instead of landing on /login."""
+    page = web.logged_in("operator", "/budget")
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    answered = []
+
+    def hold_the_first_answer(route):
+        if answered:
+            route.continue_()
+            return
+        answered.append(route.fetch().status)  # the server rotated the token; the tab never hears
+
+    page.route("**/api/v1/auth/refresh", hold_the_first_answer)
+    page.reload()  # the tab resumes its session: its refresh is now in flight
+    for _ in range(200):
+        if answered:
+            break
+        page.wait_for_timeout(25)
+    assert answered == [200]
+    page.reload()  # before that answer reached the tab
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    expect(page).to_have_url(f"{web.base}/budget")
+    expect(page.get_by_test_id("live-status")).to_have_text("connected")
+    page.unroute("**/api/v1/auth/refresh")
+    # The pair the grace gave is a working session: the next reload refreshes with it.
+    page.reload()
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    expect(page).to_have_url(f"{web.base}/budget")
+    assert page.errors == []
+
+
+def test_a_refresh_answer_lost_on_the_network_is_asked_again_and_the_session_goes_on(web):
+    """The server rotates the token but its answer is lost (the connection drops): the console
+    asks again within the reuse grace instead of sending the person to /login."""
+    page = web.logged_in("operator", "/budget")
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    statuses = []
+
+    def lose_the_first_answer(route):
+        if statuses:
+            response = route.fetch()
+            statuses.append(response.status)
+            route.fulfill(response=response)
+            return
+        statuses.append(route.fetch().status)  # the server rotated the token...
+        route.abort("connectionreset")  # ...and the tab sees the connection drop
+
+    page.route("**/api/v1/auth/refresh", lose_the_first_answer)
+    page.reload()  # the tab resumes its session with a refresh
+    expect(page.get_by_test_id("budget-today")).to_be_visible()
+    expect(page).to_have_url(f"{web.base}/budget")
+    expect(page.get_by_test_id("live-status")).to_have_text("connected")
+    assert statuses[0] == 200 and len(statuses) >= 2
+    assert page.errors == []

@@ -1,8 +1,8 @@
-"""The Socket.IO channel: connection auth, client events, and ``publish()`` from anywhere.
+"""The Socket.IO face of the API: connection auth and admission, client events (join, leave,
+send, typing), and the Redis message queue that carries published events between processes.
 
-With REDIS_URL set, Socket.IO uses Redis as its message queue, so an event published by any web
-process or RQ worker reaches clients connected to any web process. Only authenticated clients
-stay connected, so an event emitted without a room reaches every authenticated connection.
+Events are published through ``mcc/events.py`` (a leaf any layer may import); this module is the
+server side only, registered by ``create_app`` through ``init_app``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import marshmallow as ma
 import socketio as socketio_lib
@@ -28,48 +27,22 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout  # the pool had no connection in time
 
 from mcc.errors import ApiError, Forbidden, ServiceUnavailable, TooManyAttempts, Unauthorized, ValidationFailed
+from mcc.events import conversation_room
 from mcc.extensions import db, limiter, socketio
+from mcc.metrics import report_socket_connections
 from mcc.models.auth import User
 from mcc.redis_store import blocking_pool
+from mcc.runtime.engine import announce
+from mcc.schemas.conversations import MessageSchema, SocketMessageSchema
 from mcc.services import tokens
 from mcc.services.auth import TOTP_PURPOSE, token_is_current
+from mcc.services.conversations import get_conversation, post_message
 
 log = logging.getLogger(__name__)
 
 # Redis or the database unavailable, slow, or their pool exhausted past its timeout.
 BACKING_SERVICE_ERRORS = (RedisError, OperationalError, PoolTimeout)
 UNAVAILABLE_MESSAGE = "A backing service is unavailable or saturated; retry shortly."
-
-
-def conversation_room(conversation_id) -> str:
-    return f"conversation:{conversation_id}"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# --- publishing (web process and workers) -------------------------------------------------------
-
-def publish(event: str, data: dict, room: str | None = None) -> None:
-    """Emit ``event`` to ``room``, or to every connection. Call only after the commit it reports."""
-    socketio.emit(event, data, to=room)
-
-
-def publish_message(message) -> None:
-    from mcc.schemas.conversations import MessageSchema
-
-    publish("message", MessageSchema().dump(message), conversation_room(message.conversation_id))
-
-
-def publish_agent_status(agent, current_task: dict | None = None) -> None:
-    publish("agent_status", {"agent_id": str(agent.id), "status": agent.status, "current_task": current_task,
-                             "timestamp": now_iso()})
-
-
-def publish_conversation_status(conversation) -> None:
-    publish("conversation_status", {"conversation_id": str(conversation.id), "status": conversation.status,
-                                    "timestamp": now_iso()}, conversation_room(conversation.id))
 
 
 # --- connections --------------------------------------------------------------------------------
@@ -436,8 +409,6 @@ def on_disconnect(*_args):
 
 
 def _report_connections() -> None:
-    from mcc.metrics import report_socket_connections
-
     report_socket_connections(len(_connections), current_app.config["MCC_SOCKET_SWEEP_SECONDS"] * 3)
 
 
@@ -447,8 +418,6 @@ class _ConversationRef(ma.Schema):
 
 
 def _conversation(data: dict):
-    from mcc.services.conversations import get_conversation
-
     ref = _ConversationRef().load(data, unknown=ma.EXCLUDE)
     return get_conversation(None, ref["conversation_id"]), ref
 
@@ -469,11 +438,6 @@ def leave_conversation(connection, data):
 
 @client_event("send_message", sends=True)
 def send_message(connection, data):
-    from mcc.schemas.conversations import MessageSchema, SocketMessageSchema
-    from mcc.services.conversations import post_message
-
-    from mcc.runtime.engine import announce
-
     body = SocketMessageSchema().load(data)
     message, queued = post_message(None, body["conversation_id"], connection.user_id, body["content"],
                                    body.get("reply_to"))
