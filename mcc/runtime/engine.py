@@ -429,7 +429,9 @@ def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResu
                     tokens_out=int(totals[1]), cost_usd=Decimal(totals[2]), reply_to_id=turn.reply_to_message_id,
                     meta={"turn_id": str(turn.id), "model": last.model, "simulated": last.simulated,
                           "price_known": bool(totals[3] if totals[3] is not None else 1),
-                          "cost_source": last.cost_source})
+                          "cost_source": last.cost_source,  # and what the console shows of its tool calls:
+                          **({"tool_calls": tools.calls_of(turn.tool_log, tools.SHOWN_CHARS)} if turn.tool_log
+                             else {})})
     db.session.add(reply)
     db.session.flush()
     add_to_rollup(local_date(reply.created_at), conversation.project_id, agent.id, Decimal(0), 0, 0, messages=1)
