@@ -493,7 +493,10 @@ def _store_reply(turn: Turn, conversation: Conversation, agent: Agent, last: LLM
                     content=last.content or "(no text in the answer)", tokens_in=tokens_in, tokens_out=tokens_out,
                     cost_usd=cost, reply_to_id=turn.reply_to_message_id,
                     meta={"turn_id": str(turn.id), "model": last.model, "simulated": last.simulated,
-                          "price_known": price_known, "cost_source": last.cost_source})
+                          "price_known": price_known, "cost_source": last.cost_source,
+                          # what the console shows of the turn's tool calls
+                          **({"tool_calls": tools.calls_of(turn.tool_log, tools.SHOWN_CHARS)} if turn.tool_log
+                             else {})})
     db.session.add(reply)
     db.session.flush()  # before the turn points at it
     turn.status, turn.reply_message_id, turn.finished_at, turn.error = "succeeded", reply.id, utcnow(), None

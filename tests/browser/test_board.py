@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
-from tests.browser.conftest import expect
+from tests.browser.conftest import expect, screenshot
 from tests.pipeline.conftest import REPO, call, last_tool_call, make_pipeline_team, role_of, text_of
 from tests.pipeline.scripted import Script, start_from_webhook, tasks_of
 from tests.stubs.llm import Step
@@ -41,6 +42,8 @@ class BoardScript(Script):
     """The architect plans four tasks; the coder reports progress on TRACKED before submitting it.
     The answer to the first call of each (role, task) in ``held`` waits in the stub until the test
     opens its gate, so the test sees each stage while it lasts."""
+
+    role_cost = {"architect": 0.04, "coder": 0.18, "tester": 0.05, "reviewer": 0.07}  # USD a call
 
     def __init__(self, held: list[tuple[str, str]]):
         super().__init__()
@@ -164,6 +167,57 @@ def test_the_pipeline_moves_a_task_card_through_every_column_to_completed(pipeli
         # The rest of the board, live: the third task held with the coder, the fourth waiting.
         expect(board["in_progress"].get_by_test_id(f"task-{ids[THIRD]}")).to_be_visible()
         expect(board["pending"].get_by_test_id(f"task-{ids[FOURTH]}")).to_be_visible()
+        page.reload()  # as a person opening it now sees it: the agents' figures are read on load
+        expect(board["completed"].get_by_test_id(f"task-{task}")).to_be_visible()
+        screenshot(page, "project")
+        show_the_run_elsewhere(stack, app, page, project, reviewed["conversation_id"])
         assert page.errors == []
     finally:
         script.open_all()
+
+
+def show_the_run_elsewhere(stack, app, page, project: str, conversation: str) -> None:
+    """The same run on the other pages (their screenshots): the task's conversation with a tool call
+    opened, the overview beside a second project, and the day's spend against a global limit."""
+    from tests.factories import make_agent, make_project, make_spend
+
+    messages = stack.messages(project, conversation)
+    progress = next(m for m in messages if any(t["name"] == "report_progress"
+                                               for t in (m["metadata"] or {}).get("tool_calls") or []))
+    page.goto(f"/projects/{project}/conversations/{conversation}")
+    tools = page.get_by_test_id(f"message-tools-{progress['id']}")
+    tools.locator("summary").click()
+    expect(tools).to_contain_text("Badge markup written")  # the arguments
+    expect(tools).to_contain_text("\"progress\": 40")  # and the result
+    expect(page.get_by_test_id("message-list")).to_contain_text("all tests pass")
+    screenshot(page, "conversation")
+
+    with app.app_context():
+        other = make_project(name="Billing service", github_repo="octo-org/billing")
+        other_id = str(other.id)
+        ada = make_agent(other, name="Ada", type="architect")
+        make_spend(other, ada, cost_usd="0.85")
+        for days, cost in ((1, "1.10"), (2, "0.40"), (3, "1.75"), (5, "0.95"), (8, "2.20"), (9, "0.60")):
+            make_spend(other, ada, cost_usd=cost, created_at=datetime.now(timezone.utc) - timedelta(days=days))
+        make_agent(other, name="Bob", type="coder", status="error")
+        from mcc.services.rollup import reconcile
+
+        reconcile(days=10)  # the rollup the figures read, as the periodic job keeps it
+    page.goto("/")
+    expect(page.get_by_test_id(f"project-{project}")).to_contain_text("4 agents, 1 working")
+    expect(page.get_by_test_id(f"project-{project}")).to_contain_text(THIRD)  # the coder's current task
+    expect(page.get_by_test_id(f"project-{other_id}")).to_contain_text("Billing service")
+    screenshot(page, "overview")
+
+    admin = stack.login("admin")
+    limit = stack.api("POST", "/budget/limits", token=admin, json={
+        "name": "Daily cap", "scope_type": "global", "amount_usd": 5, "period": "daily", "alert_threshold": 0.8,
+        "action_on_exceed": "pause"})
+    assert limit.status_code == 201, limit.text
+    spent = stack.api("GET", "/budget/summary", token=admin).json()
+    budget = stack.logged_in("admin", "/budget")
+    expect(budget.get_by_test_id("budget-today")).to_contain_text("of $5.00")
+    assert spent["today"]["spent"] > 0.85, spent  # the run's calls and the other project's
+    expect(budget.get_by_test_id("budget-by-project")).to_contain_text("Billing service")
+    screenshot(budget, "budget")
+    assert budget.errors == []
