@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 import uuid
-from datetime import timedelta
 from decimal import Decimal
 
 from flask import current_app
@@ -33,8 +32,6 @@ from mcc.services import breakers, budget, emergency, outbox
 from mcc.runtime import cancellation, gate, tools
 from mcc.runtime.feed import publish_message
 from mcc.pipeline import stages
-from mcc.services.periods import local_date
-from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
 from mcc.runtime.prompts import build_messages, mentioned_agents
 
@@ -324,12 +321,12 @@ def _execute(turn: Turn, conversation: Conversation, agent: Agent) -> None:
     try:
         _converse(turn, conversation, agent, project)
     except LLMError as exc:
-        _fail(turn, conversation, agent, f"the LLM gateway failed: {exc}")
+        fail_turn(turn, conversation, agent, f"the LLM gateway failed: {exc}")
     except Exception as exc:  # a bug must not leave the turn "running" forever
         log.exception("turn %s crashed", turn.id)
         db.session.rollback()
         outbox.discard()  # nothing the rolled-back work queued may be announced
-        _fail(turn, db.session.get(Conversation, turn.conversation_id), db.session.get(Agent, turn.agent_id),
+        fail_turn(turn, db.session.get(Conversation, turn.conversation_id), db.session.get(Agent, turn.agent_id),
               f"internal error ({type(exc).__name__})")
     finally:
         _typing(turn.conversation_id, turn.agent_id, False)
@@ -560,7 +557,9 @@ def _cancelled(turn: Turn, conversation: Conversation, agent: Agent, reason: str
     publish_message(notice)
 
 
-def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> None:
+def fail_turn(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> None:
+    """The turn ends ``failed``: the agent marked ``error``, a system message, a notification, the
+    pipeline told; committed and announced."""
     turn.status, turn.error, turn.finished_at = "failed", reason, utcnow()
     agent.status = "error"
     notice = _system_message(conversation.id, f"{agent.name} could not answer: {reason}",
@@ -578,7 +577,7 @@ def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> 
                                   "conversation_id": str(conversation.id)}}, conversation_room(conversation.id))
 
 
-# --- stop controls and recovery ------------------------------------------------------------------
+# --- stop controls ------------------------------------------------------------------
 
 def release_held(conversation_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     """Held turns become queued again (resume, resume-all); returns the conversations to kick."""
@@ -636,63 +635,3 @@ def cancel_turn(turn_id: uuid.UUID, reason: str) -> str:
         cancellation.stop_turns([turn.id], reason)
         return "cancelling"
     return turn.status
-
-
-def reaper_pass() -> None:
-    """One pass of a reaper thread (a worker's, or the embedded web process's), in its app context."""
-    try:
-        reap_abandoned()
-    except Exception:
-        log.exception("reaping abandoned turns failed")
-    finally:
-        db.session.remove()
-
-
-def reap_abandoned() -> list[uuid.UUID]:
-    """Turns whose worker died mid-turn: retried (MCC_TURN_MAX_ATTEMPTS) or failed, on record."""
-    grace = utcnow() - timedelta(seconds=_cfg("MCC_TURN_HEARTBEAT_SECONDS") * 3)
-    running = db.session.scalars(select(Turn).where(Turn.status == "running", Turn.started_at < grace)).all()
-    to_kick = []
-    for turn in running:
-        if gate.is_alive(f"turn:{turn.id}"):
-            continue
-        retry = turn.attempts < _cfg("MCC_TURN_MAX_ATTEMPTS")
-        taken = db.session.execute(
-            update(Turn).where(Turn.id == turn.id, Turn.status == "running")
-            .values(status="queued" if retry else "running").execution_options(synchronize_session=False)).rowcount
-        if not taken:
-            continue
-        if retry:
-            log.warning("turn %s was abandoned by its worker; retrying (attempt %s next)", turn.id,
-                        turn.attempts + 1)
-            db.session.commit()
-            to_kick.append(turn.conversation_id)
-        else:
-            db.session.refresh(turn)
-            agent = db.session.get(Agent, turn.agent_id)
-            _fail(turn, db.session.get(Conversation, turn.conversation_id), agent,
-                  f"its worker died {turn.attempts} time(s) while running it")
-            publish_agent_status(agent, None)
-            to_kick.append(turn.conversation_id)
-    for conversation_id in dict.fromkeys(to_kick):
-        kick(conversation_id)
-    _kick_stranded()
-    return to_kick
-
-
-def _kick_stranded() -> None:
-    """Queued turns that nobody drives get a new kick.
-
-    A kick that met the conversation lock of a worker that died (it lives on for LOCK_TTL) found
-    the conversation busy and ended; so did a delayed kick when no RQ scheduler runs. Without
-    this the turn would wait for the next message.
-    """
-    quiet = _cfg("MCC_REAPER_SECONDS") * 2
-    stranded = db.session.scalars(select(Turn.conversation_id).where(
-        Turn.status == "queued", Turn.created_at < utcnow() - timedelta(seconds=quiet)).distinct()).all()
-    for conversation_id in stranded:
-        if gate.is_locked(f"conversation:{conversation_id}"):
-            continue  # a pump is on it, or a dead one's lock has yet to expire
-        if gate.once_per(f"kick:{conversation_id}", quiet):
-            log.info("conversation %s has queued turns and no pump; kicking it", conversation_id)
-            kick(conversation_id)
