@@ -323,11 +323,15 @@ def _execute(turn: Turn, conversation: Conversation, agent: Agent) -> None:
     except LLMError as exc:
         fail_turn(turn, conversation, agent, f"the LLM gateway failed: {exc}")
     except Exception as exc:  # a bug must not leave the turn "running" forever
+        db.session.rollback()  # first: after a failed flush even turn.id cannot be read
         log.exception("turn %s crashed", turn.id)
-        db.session.rollback()
         outbox.discard()  # nothing the rolled-back work queued may be announced
-        fail_turn(turn, db.session.get(Conversation, turn.conversation_id), db.session.get(Agent, turn.agent_id),
-              f"internal error ({type(exc).__name__})")
+        if turn.status != "running":  # (reloaded) it had ended, on record, before the error: keep that
+            log.warning("turn %s had already ended %s; the error after its end changes nothing", turn.id,
+                        turn.status)
+        else:
+            fail_turn(turn, db.session.get(Conversation, turn.conversation_id),
+                      db.session.get(Agent, turn.agent_id), f"internal error ({type(exc).__name__})")
     finally:
         _typing(turn.conversation_id, turn.agent_id, False)
         agent = db.session.get(Agent, turn.agent_id)

@@ -284,6 +284,33 @@ def test_a_reply_that_cannot_be_stored_leaves_its_call_on_the_ledger_and_fails_t
     assert summary["today"]["spent"] == pytest.approx(0.0105)
 
 
+def test_an_error_after_a_turn_has_ended_leaves_its_record_as_it_is(start_runtime, llm, app):
+    """The answer is committed, then counting its spend fails (the velocity breaker's pause of the
+    conversation is refused by PostgreSQL through a trigger): the turn stays succeeded with its one
+    reply, and no 'could not answer' note contradicts it."""
+    from sqlalchemy import text
+
+    from mcc.extensions import db
+    from mcc.models.turn import Turn
+
+    with app.app_context():
+        db.session.execute(text(
+            "CREATE FUNCTION refuse_pause() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"))
+        db.session.execute(text(
+            "CREATE TRIGGER refuse_pause BEFORE UPDATE ON conversations FOR EACH ROW "
+            "WHEN (NEW.status = 'paused') EXECUTE FUNCTION refuse_pause()"))
+        db.session.commit()
+    runtime = start_runtime(MCC_VELOCITY_LIMIT="0.001 per 10 minutes")
+    team = make_team(app, ("Ada", "architect", SONNET))
+    runtime.post(team["project"], team["conversation"], "hi")  # $0.0105: over the velocity limit
+    [reply] = runtime.wait_for(lambda: agent_replies(runtime, team))
+    runtime.wait_for(lambda: "had already ended succeeded" in runtime.logs())
+    [turn] = db_rows(app, Turn, conversation_id=uuid.UUID(team["conversation"]))
+    assert turn.status == "succeeded" and turn.reply_message_id == uuid.UUID(reply["id"])
+    assert not system_notes(runtime, team)
+
+
 def test_5xx_exhausting_the_retries_fails_the_turn(start_runtime, llm, app):
     runtime = start_runtime(MCC_LLM_MAX_RETRIES="2")
     team = make_team(app, ("Ada", "architect", SONNET))
