@@ -300,8 +300,9 @@ def test_a_global_pause_limit_is_an_emergency_pause_by_the_system(start_runtime,
 # --- concurrency and recovery -------------------------------------------------------------------------
 
 def test_fifty_concurrent_turns_never_spend_past_a_global_block_limit(start_runtime, llm, app):
-    runtime = start_runtime(workers=1)
-    runtime.workers += [runtime.start_worker() for _ in range(3)]  # 4 worker processes
+    # 4 worker processes + the web one within PostgreSQL's 100 connections (docs/deployment.md)
+    runtime = start_runtime(workers=1, MCC_DB_POOL_SIZE="5", MCC_DB_MAX_OVERFLOW="5")
+    runtime.workers += [runtime.start_worker() for _ in range(3)]
     teams = [make_team(app, (f"Racer{i}", "coder", SONNET), title=f"Race {i}") for i in range(50)]
     for i, team in enumerate(teams):
         team["title"] = f"Race {i}"
