@@ -19,7 +19,6 @@ from flask import current_app
 from sqlalchemy import func, select, update
 
 from mcc.extensions import db
-from mcc.jobs import enqueue
 from mcc.llm.gateway import CancelToken, Gateway, LLMCancelled, LLMError, LLMResult, LLMSettings
 from mcc.logging_setup import job_context
 from mcc.models.agent import Agent
@@ -36,6 +35,7 @@ from mcc.services.periods import local_date
 from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
 from mcc.runtime.prompts import build_messages, mentioned_agents
+from mcc.runtime.scheduling import kick
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,6 @@ def announce(message: Message, queued: list[Turn]) -> None:
     outbox.flush()
     if queued:
         kick(message.conversation_id)
-
-
-def kick(conversation_id: uuid.UUID, delay: float | None = None) -> None:
-    """Make sure a worker drives this conversation's queued turns."""
-    enqueue("workers.agent.drive_conversation", str(conversation_id), queue="agent",
-            description=f"drive conversation {conversation_id}: run its queued agent turns", delay=delay)
 
 
 # --- the pump -----------------------------------------------------------------------------------
