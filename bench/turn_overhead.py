@@ -8,8 +8,12 @@ What it measures, all in one run against real processes (the Procfile's `web:` a
   event on a Socket.IO client, with the LLM stub answering at once (so what remains is MCC:
   HTTP, commit, RQ enqueue, worker fork, turn bookkeeping, the stub round trip, ledger, publish
   through the Socket.IO Redis queue, emit). p50/p99 over --turns sequential turns.
-* the floor of that path, measured in the same run: an empty RQ job round trip on the same
-  worker (enqueue a no-op, wait for its result) plus one Redis pub/sub publish -> receive.
+* the floor of that path, measured in the same run, interleaved with the turns: the same path
+  with no product logic (bench/floor_server.py `POST /turn`): POST -> insert -> commit -> RQ job
+  -> insert -> commit -> Socket.IO emit through the Redis queue -> the client's `message` event,
+  on a gunicorn process of the Procfile's line, with the job module preloaded in the worker, on
+  two workers: a forking `rq.Worker` (the issue's floor) and the greenlet pool MCC's worker runs
+  (bench/floor_worker.py). Ratios are turn p50 / floor p50 of the same run.
 * throughput: --throughput-turns turns spread over --conversations conversations (one agent
   each), with 1 and then 2 workers: turns per second from the first POST to the last reply event.
 
@@ -43,6 +47,8 @@ from rq import Queue  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench._common import WebProcess, with_app  # noqa: E402
+from bench.floor_jobs import TABLE_DDL, database_url  # noqa: E402
 from tests.live import Process, procfile, start_web  # noqa: E402
 from tests.stubs.llm import LLMStub, Step  # noqa: E402
 
@@ -137,18 +143,20 @@ def setup_data(env: dict, conversations: int) -> list[dict]:
 class Replies:
     """A Socket.IO client in every conversation room; signals each agent `message` event."""
 
-    def __init__(self, base: str, token: str, conversations: list[str]):
+    def __init__(self, base: str, token: str | None, conversations: list[str], join_event: str = "join_conversation",
+                 join_key: str = "conversation_id", author_key: str = "author_type"):
         self.client = socketio.Client(reconnection=False)
         self.cond = threading.Condition()
         self.count = 0
         self.last_at = 0.0
+        self.author_key = author_key
         self.client.on("message", self._on_message)
-        self.client.connect(base, transports=["websocket"], auth={"token": token}, wait_timeout=10)
+        self.client.connect(base, transports=["websocket"], auth={"token": token} if token else None, wait_timeout=10)
         for conversation in conversations:
-            assert self.client.call("join_conversation", {"conversation_id": conversation}, timeout=10)["ok"]
+            assert self.client.call(join_event, {join_key: conversation}, timeout=10)["ok"]
 
     def _on_message(self, data):
-        if data.get("author_type") == "agent":
+        if data.get(self.author_key) == "agent":
             with self.cond:
                 self.count += 1
                 self.last_at = time.perf_counter()
@@ -183,38 +191,45 @@ def turn_latencies(session, base, team, replies: Replies, n: int) -> list[float]
     return out
 
 
-def floor_latencies(redis_url: str, n: int) -> list[float]:
-    """Empty RQ job round trip (enqueue -> worker runs it -> result seen) + one Redis publish -> receive."""
-    connection = redis_lib.Redis.from_url(redis_url)
-    queue = Queue("agent", connection=connection, serializer=JSONSerializer)
-    channel = f"bench-floor-{uuid.uuid4().hex}"
-    pubsub = redis_lib.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(channel)
-    received = threading.Event()
-
-    def listen():
-        for message in pubsub.listen():
-            if message["data"] == b"stop":
-                return
-            received.set()
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    time.sleep(0.2)
+def floor_latencies(floor_base: str, room: str, replies: Replies, n: int) -> list[float]:
+    """The floor's round trips: POST /turn -> insert, RQ job on the room's worker -> insert, emit ->
+    this client's `message` event."""
     out = []
-    for _ in range(n):
-        received.clear()
+    for i in range(n):
+        expected = replies.count + 1
         started = time.perf_counter()
-        job = queue.enqueue("builtins.len", [], description="bench: no-op", result_ttl=60)
-        result = job.latest_result(timeout=10)
-        assert result is not None and result.return_value == 0, result
-        connection.publish(channel, "done")
-        assert received.wait(5)
-        out.append(time.perf_counter() - started)
-    connection.publish(channel, "stop")
-    listener.join(5)
-    pubsub.close()
+        response = requests.post(f"{floor_base}/turn", json={"room": room, "queue": room, "content": f"turn {i}"},
+                                 timeout=10)
+        assert response.status_code == 201, response.text
+        arrived = replies.wait_count(expected, timeout=30)
+        out.append(arrived - started)
     return out
+
+
+class Floor:
+    """The floor server and its two workers (a forking rq.Worker, the greenlet pool), one queue each."""
+
+    KINDS = ("fork", "pool")
+
+    def __init__(self, env: dict, workdir: Path, processes: list):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(database_url(env["DATABASE_URL"]))
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(TABLE_DDL))
+        engine.dispose()
+        floor_env = {**env, "MCC_SOCKETIO_ASYNC_MODE": "gevent"}
+        self.web = WebProcess(with_app(procfile()["web"], "bench.floor_server:app"), floor_env,
+                              workdir / "floor-web.log", "floor")
+        processes.append(self.web)
+        for kind in self.KINDS:
+            processes.append(Process(f"python bench/floor_worker.py {kind} floor-{kind}", floor_env,
+                                     workdir / f"floor-worker-{kind}.log"))
+        self.replies = Replies(self.web.base, None, [f"floor-{kind}" for kind in self.KINDS], join_event="join",
+                               join_key="room", author_key="author")
+
+    def latencies(self, kind: str, n: int) -> list[float]:
+        return floor_latencies(self.web.base, f"floor-{kind}", self.replies, n)
 
 
 def throughput(session, base, teams, replies: Replies, total: int) -> dict:
@@ -296,7 +311,7 @@ def main() -> int:
     stub = LLMStub()
     stub.default = Step(content="done", usage={"prompt_tokens": 1000, "completion_tokens": 500})
     processes: list[Process] = []
-    replies = None
+    replies = floor = None
     workdir = Path(tempfile.mkdtemp(prefix="mcc-bench-logs-"))
     try:
         env, teams, base = start_stack(resources, stub, args.conversations, workdir, processes)
@@ -322,15 +337,18 @@ def main() -> int:
         replies = Replies(base, token, [t["conversation"] for t in teams])
 
         workers = start_workers(1)
+        floor = Floor(env, workdir, processes)
         log("warm-up")
         turn_latencies(session, base, teams[0], replies, args.warmup)
-        floor_latencies(REDIS_URL, args.warmup)
-        log(f"{args.turns} sequential turns and {args.turns} floor round trips, interleaved in blocks of 10")
-        turns, floors = [], []
+        for kind in Floor.KINDS:
+            floor.latencies(kind, args.warmup)
+        log(f"{args.turns} sequential turns and {args.turns} round trips of each floor, interleaved in blocks of 10")
+        turns, floors = [], {kind: [] for kind in Floor.KINDS}
         for start in range(0, args.turns, 10):
             block = min(10, args.turns - start)
             turns += turn_latencies(session, base, teams[0], replies, block)
-            floors += floor_latencies(REDIS_URL, block)
+            for kind in Floor.KINDS:
+                floors[kind] += floor.latencies(kind, block)
         llm_calls = len(stub.calls)
 
         one = two = None
@@ -342,13 +360,16 @@ def main() -> int:
             log("throughput with 2 workers")
             two = throughput(session, base, teams, replies, args.throughput_turns)
 
-        turn_ms, floor_ms = ms(turns), ms(floors)
+        turn_ms = ms(turns)
+        floor_ms = {kind: ms(values) for kind, values in floors.items()}
         report = {
             "machine": machine(),
             "command": " ".join([".venv/bin/python", "bench/turn_overhead.py", *sys.argv[1:]]),
             "turn_post_to_message_event": turn_ms,
-            "floor_rq_job_plus_redis_publish": floor_ms,
-            "overhead_over_floor_p50_ms": round(turn_ms["p50_ms"] - floor_ms["p50_ms"], 1),
+            "floor_forking_worker": floor_ms["fork"],
+            "floor_greenlet_pool": floor_ms["pool"],
+            "ratio_p50_to_forking_floor": round(turn_ms["p50_ms"] / floor_ms["fork"]["p50_ms"], 2),
+            "ratio_p50_to_pool_floor": round(turn_ms["p50_ms"] / floor_ms["pool"]["p50_ms"], 2),
             "throughput_1_worker": one,
             "throughput_2_workers": two,
             "llm_calls_in_latency_phase": llm_calls,
@@ -356,6 +377,8 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     finally:
+        if floor is not None:
+            floor.replies.close()
         tear_down(replies, processes, stub, resources)
 
 

@@ -40,3 +40,19 @@ def _sqlite_foreign_keys(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def commit_keeping_loaded() -> None:
+    """Commit without expiring what the session has loaded.
+
+    After a plain commit every loaded object reloads on its next attribute access (one SELECT
+    each), which is right when other processes may have changed it since. Use this where the
+    caller wrote those rows itself and reads anything others may change explicitly: the turn
+    engine between its steps, a request about to serialise what it just stored.
+    """
+    session = db.session()
+    keep, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = keep

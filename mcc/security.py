@@ -5,7 +5,7 @@ import functools
 import uuid
 
 from flask import request
-from flask_jwt_extended import current_user, verify_jwt_in_request
+from flask_jwt_extended import current_user, get_jwt, verify_jwt_in_request
 
 from mcc.errors import Forbidden, error_response
 from mcc.extensions import db, jwt
@@ -86,6 +86,17 @@ def usable_access_claims(claims: dict) -> bool:
     return claims.get("purpose") != TOTP_PURPOSE
 
 
+def _verify_once() -> None:
+    """Verify the request's access token unless this request already did (``authenticate_api_request``
+    does for every API path): each verification costs a revocation lookup and a user load."""
+    try:
+        if get_jwt():
+            return
+    except RuntimeError:  # not verified yet
+        pass
+    verify_jwt_in_request()
+
+
 def requires_role(minimum: str):
     """Allow users whose role is at least ``minimum`` (viewer < operator < admin)."""
     needed = ROLE_RANK[minimum]
@@ -93,7 +104,7 @@ def requires_role(minimum: str):
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            verify_jwt_in_request()
+            _verify_once()
             if ROLE_RANK.get(current_user.role, -1) < needed:
                 raise Forbidden(f"This action needs the {minimum} role; you are {current_user.role}.")
             return view(*args, **kwargs)
@@ -117,7 +128,7 @@ def requires_step_up(act: str):
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            verify_jwt_in_request()
+            _verify_once()
             check_step_up(act)
             return view(*args, **kwargs)
         return wrapper

@@ -5,7 +5,7 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 from flask_smorest import Blueprint
 
-from mcc.extensions import db
+from mcc.extensions import commit_keeping_loaded, db
 from mcc.events import publish_conversation_status
 from mcc.schemas.common import page_of
 from mcc.schemas.conversations import (ConversationAgentSchema, ConversationCreateSchema, ConversationDetailSchema,
@@ -95,7 +95,7 @@ class ConversationMessages(MethodView):
         """
         message, queued = service.post_message(project_id, conversation_id, current_user.id, body["content"],
                                                body.get("reply_to"))
-        db.session.commit()
+        commit_keeping_loaded()  # the event and the answer show the message as stored: no reload
         engine.announce(message, queued)
         return message
 

@@ -17,8 +17,9 @@ from decimal import Decimal
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
-from mcc.extensions import db
+from mcc.extensions import commit_keeping_loaded, db
 from mcc.llm.gateway import CancelToken, Gateway, LLMCancelled, LLMError, LLMResult, LLMSettings
 from mcc.logging_setup import job_context
 from mcc.models.agent import Agent
@@ -92,7 +93,10 @@ def _end_stage(turn: Turn, agent: Agent, failure: str | None = None) -> None:
 def _add_turns(conversation: Conversation, agents: list[Agent], chain_id: uuid.UUID, depth: int,
                reply_to: Message, task_id: uuid.UUID | None = None) -> tuple[list[Turn], list[Message]]:
     """Create turns within the chain limit; past it, one system message says the chain stopped."""
-    room = _cfg("MCC_MAX_CHAIN") - _chain_size(chain_id)
+    if not agents:
+        return [], []
+    # A person's message starts its chain (depth 1): nothing to count yet.
+    room = _cfg("MCC_MAX_CHAIN") - (_chain_size(chain_id) if depth > 1 else 0)
     turns = [Turn(conversation_id=conversation.id, agent_id=a.id, chain_id=chain_id, depth=depth,
                   reply_to_message_id=reply_to.id, task_id=task_id) for a in agents[:max(room, 0)]]
     db.session.add_all(turns)
@@ -233,14 +237,19 @@ def _step(conversation_id: uuid.UUID, conversation_lock) -> str:
         claimed = db.session.execute(
             update(Turn).where(Turn.id == turn.id, Turn.status == "queued")
             .values(status="running", attempts=Turn.attempts + 1, started_at=utcnow())
-            .execution_options(synchronize_session=False)).rowcount
-        db.session.commit()
-        if not claimed:
+            .returning(Turn.attempts, Turn.started_at).execution_options(synchronize_session=False)).first()
+        if claimed is None:
+            db.session.commit()
             return "ran"  # someone else took it; look again
-        db.session.refresh(turn)
+        for name, value in (("status", "running"), ("attempts", claimed.attempts), ("started_at", claimed.started_at)):
+            set_committed_value(turn, name, value)
+        agent.status = "working"
+        # The claim and the agent's status in one transaction; what this step loaded stays loaded
+        # (the turn's rows are this worker's now; the conversation's status is read before each call).
+        commit_keeping_loaded()
         with job_context(turn_id=turn.id), _Heartbeat([conversation_lock, agent_lock], turn.id):
             log.info("turn %s of agent %s started (attempt %s)", turn.id, turn.agent_id, turn.attempts)
-            _execute(turn)
+            _execute(turn, conversation, agent)
     finally:
         agent_lock.release()
     return "ran"
@@ -257,8 +266,9 @@ def _typing(conversation_id, agent_id, is_typing: bool) -> None:
                              "is_typing": is_typing}, conversation_room(conversation_id))
 
 
-def _record_call(turn: Turn, conversation: Conversation, agent: Agent, call_index: int,
-                 result: LLMResult) -> LedgerEntry:
+def _add_ledger_row(turn: Turn, conversation: Conversation, agent: Agent, call_index: int, result: LLMResult,
+                    replies: int = 0) -> LedgerEntry:
+    """The call's ledger row and its rollup (``replies``: the reply stored with it), not committed."""
     entry = LedgerEntry(turn_id=turn.id, attempt=turn.attempts, call_index=call_index,
                         project_id=conversation.project_id, agent_id=agent.id, conversation_id=conversation.id,
                         task_id=turn.task_id, model=result.model, tokens_in=result.tokens_in,
@@ -266,32 +276,27 @@ def _record_call(turn: Turn, conversation: Conversation, agent: Agent, call_inde
                         cost_source=result.cost_source, simulated=result.simulated)
     db.session.add(entry)
     db.session.flush()
-    budget.record_call(entry, result)
-    db.session.commit()  # its own transaction: a call that cost money is on record whatever follows
+    budget.record_call(entry, result, messages=replies)
     return entry
+
+
+def _count_spend(conversation: Conversation, entry: LedgerEntry, reservation) -> None:
+    """After the row's commit: the reservation released, the spend counted; alerts (and their
+    actions) committed and out."""
+    alerts = budget.settle(reservation, entry) + breakers.check_velocity(conversation.project_id)
+    commit_keeping_loaded()
+    for alert in alerts:
+        publish(alert["event"], alert["data"], alert.get("room"))
 
 
 def _settle_call(turn: Turn, conversation: Conversation, agent: Agent, call_index: int, result: LLMResult,
                  reservation) -> LedgerEntry:
-    """On record, the reservation released, the spend counted; alerts (and their actions) out."""
-    entry = _record_call(turn, conversation, agent, call_index, result)
-    alerts = budget.settle(reservation, entry) + breakers.check_velocity(conversation.project_id)
-    db.session.commit()
-    for alert in alerts:
-        publish(alert["event"], alert["data"], alert.get("room"))
+    """A call that did not end the turn: on record in its own transaction (a call that cost money
+    is on record whatever follows), then counted."""
+    entry = _add_ledger_row(turn, conversation, agent, call_index, result)
+    commit_keeping_loaded()
+    _count_spend(conversation, entry, reservation)
     return entry
-
-
-def _release_connection() -> None:
-    """End the read transaction so the pooled connection serves others while the call waits (a
-    worker pool runs MCC_MAX_CONCURRENT_CALLS turns on a few connections). Nothing is pending here;
-    what was loaded stays loaded (no expiry, so no reload after the call)."""
-    session = db.session()
-    keep, session.expire_on_commit = session.expire_on_commit, False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = keep
 
 
 def _hold_turn(turn: Turn, agent: Agent, transcript: list, reason: str) -> None:
@@ -303,12 +308,10 @@ def _hold_turn(turn: Turn, agent: Agent, transcript: list, reason: str) -> None:
     log.info("turn %s held (%s)", turn.id, reason)
 
 
-def _execute(turn: Turn) -> None:
-    conversation = db.session.get(Conversation, turn.conversation_id)
-    agent = db.session.get(Agent, turn.agent_id)
+def _execute(turn: Turn, conversation: Conversation, agent: Agent) -> None:
+    """Run a claimed turn (its agent already marked working) to its end: answered, held, refused,
+    cancelled or failed, on record, and announced."""
     project = db.session.get(Project, conversation.project_id)
-    agent.status = "working"
-    db.session.commit()
     current_task = tools.current_task_summary(turn)
     publish_agent_status(agent, current_task)
     _typing(conversation.id, agent.id, True)
@@ -332,8 +335,8 @@ def _execute(turn: Turn) -> None:
 def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Project) -> None:
     transcript = turn.transcript
     if not transcript:
-        reply_to = db.session.scalar(select(Message).where(Message.id == turn.reply_to_message_id))
-        transcript = build_messages(agent, project, conversation, reply_to.seq if reply_to else None,
+        reply_to_seq = db.session.scalar(select(Message.seq).where(Message.id == turn.reply_to_message_id))
+        transcript = build_messages(agent, project, conversation, reply_to_seq,
                                     _cfg("MCC_CONTEXT_TOKENS"), tools.rules_text(agent, project))
     tool_specs = tools.specs_for(agent)
     tool_log = list(turn.tool_log or [])
@@ -341,7 +344,7 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
     gateway = _gateway()
     call_index = 0
     while True:
-        db.session.refresh(conversation)
+        db.session.refresh(conversation, ["status"])  # a pause by a person since the last look
         if conversation.status == "paused":
             _hold_turn(turn, agent, transcript, "conversation paused")
             return
@@ -370,7 +373,9 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
         if call_id is None:
             _hold_turn(turn, agent, transcript, "emergency pause")
             return
-        _release_connection()
+        # End the read transaction so the pooled connection serves others while the call waits (a
+        # worker pool runs MCC_MAX_CONCURRENT_CALLS turns on a few connections).
+        commit_keeping_loaded()
         token = CancelToken()
         try:
             with cancellation.CallWatch(call_id, turn.id, token):
@@ -385,15 +390,11 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
             raise
         finally:
             gate.release_llm_call(call_id)
+        if not result.tool_calls or steps_done >= _cfg("MCC_MAX_TOOL_STEPS"):
+            _succeed(turn, conversation, agent, result, call_index, reservation, steps_done)
+            return
         _settle_call(turn, conversation, agent, call_index, result, reservation)
         call_index += 1
-        if not result.tool_calls:
-            break
-        if steps_done >= _cfg("MCC_MAX_TOOL_STEPS"):
-            _system_message(conversation.id, f"{agent.name} stopped after {steps_done} tool steps "
-                            "(MCC_MAX_TOOL_STEPS); its last tool calls were not run.",
-                            {"reason": "tool_step_limit", "turn_id": str(turn.id)})
-            break
         loop = breakers.repeated_call(tool_log, result.tool_calls)
         if loop is not None:
             why, event = breakers.loop_tripped(turn, agent, conversation, loop)
@@ -410,38 +411,71 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
         turn.transcript, turn.tool_log = transcript, tool_log
         db.session.commit()
         outbox.flush()  # what the tools changed (task_progress, hand-offs) is announced now
-    _succeed(turn, conversation, agent, result)
 
 
-def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResult) -> None:
-    totals = db.session.execute(
-        select(func.coalesce(func.sum(LedgerEntry.tokens_in), 0), func.coalesce(func.sum(LedgerEntry.tokens_out), 0),
-               func.coalesce(func.sum(LedgerEntry.cost_usd), 0), func.min(LedgerEntry.price_known.cast(db.Integer)))
-        .where(LedgerEntry.turn_id == turn.id)).one()
-    reply = Message(conversation_id=conversation.id, author_type="agent", agent_id=agent.id,
-                    content=last.content or "(no text in the answer)", tokens_in=int(totals[0]),
-                    tokens_out=int(totals[1]), cost_usd=Decimal(totals[2]), reply_to_id=turn.reply_to_message_id,
-                    meta={"turn_id": str(turn.id), "model": last.model, "simulated": last.simulated,
-                          "price_known": bool(totals[3] if totals[3] is not None else 1),
-                          "cost_source": last.cost_source})
-    db.session.add(reply)
-    db.session.flush()
-    add_to_rollup(local_date(reply.created_at), conversation.project_id, agent.id, Decimal(0), 0, 0, messages=1)
-    turn.status, turn.reply_message_id, turn.finished_at, turn.error = "succeeded", reply.id, utcnow(), None
-    agent.status = "idle"
-    handoffs = mentioned_agents(reply.content, conversation.agents, exclude=agent)
-    new_turns, notices = _add_turns(conversation, handoffs, turn.chain_id, turn.depth + 1, reply, turn.task_id)
-    if _held_reason(conversation):
-        for new_turn in new_turns:
-            new_turn.status = "held"  # the paused conversation keeps them for resume
-    _end_stage(turn, agent)
-    db.session.commit()
+def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResult, call_index: int,
+             reservation, steps_done: int) -> None:
+    """The last call's ledger row, the reply, the turn's end and its hand-offs in one transaction:
+    the reply never exists without the row of the call that wrote it. Should storing the reply
+    fail, the row is committed alone before the error goes on (and fails the turn)."""
+    entry = _add_ledger_row(turn, conversation, agent, call_index, last, replies=1)
+    try:
+        reply, notices = _store_reply(turn, conversation, agent, last, entry, steps_done)
+    except Exception:
+        db.session.rollback()
+        outbox.discard()
+        entry = _add_ledger_row(turn, conversation, agent, call_index, last)
+        db.session.commit()
+        _count_spend(conversation, entry, reservation)
+        raise
+    commit_keeping_loaded()  # the pump ends the session next; what is announced is what was stored
     outbox.flush()
+    _count_spend(conversation, entry, reservation)
     publish_message(reply)
     for notice in notices:
         publish_message(notice)
     log.info("turn %s of %s answered (%s in / %s out tokens, $%s%s)", turn.id, agent.name, reply.tokens_in,
              reply.tokens_out, reply.cost_usd, ", simulated" if last.simulated else "")
+
+
+def _turn_totals(turn: Turn, last: LedgerEntry) -> tuple[int, int, Decimal, bool]:
+    """Tokens in and out, cost and whether every price was known, over all the turn's calls."""
+    if turn.attempts == 1 and last.call_index == 0:  # its only call
+        return last.tokens_in, last.tokens_out, last.cost_usd, last.price_known
+    totals = db.session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.tokens_in), 0), func.coalesce(func.sum(LedgerEntry.tokens_out), 0),
+               func.coalesce(func.sum(LedgerEntry.cost_usd), 0), func.min(LedgerEntry.price_known.cast(db.Integer)))
+        .where(LedgerEntry.turn_id == turn.id)).one()
+    return int(totals[0]), int(totals[1]), Decimal(totals[2]), bool(totals[3] if totals[3] is not None else 1)
+
+
+def _store_reply(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResult, entry: LedgerEntry,
+                 steps_done: int) -> tuple[Message, list[Message]]:
+    """The agent's reply, the turn succeeded, its hand-offs queued; flushed, not committed."""
+    if last.tool_calls:  # the step limit ended the turn
+        _system_message(conversation.id, f"{agent.name} stopped after {steps_done} tool steps "
+                        "(MCC_MAX_TOOL_STEPS); its last tool calls were not run.",
+                        {"reason": "tool_step_limit", "turn_id": str(turn.id)})
+    tokens_in, tokens_out, cost, price_known = _turn_totals(turn, entry)
+    reply = Message(conversation_id=conversation.id, author_type="agent", agent_id=agent.id,
+                    content=last.content or "(no text in the answer)", tokens_in=tokens_in, tokens_out=tokens_out,
+                    cost_usd=cost, reply_to_id=turn.reply_to_message_id,
+                    meta={"turn_id": str(turn.id), "model": last.model, "simulated": last.simulated,
+                          "price_known": price_known, "cost_source": last.cost_source,
+                          # what the console shows of the turn's tool calls
+                          **({"tool_calls": tools.calls_of(turn.tool_log, tools.SHOWN_CHARS)} if turn.tool_log
+                             else {})})
+    db.session.add(reply)
+    db.session.flush()  # before the turn points at it
+    turn.status, turn.reply_message_id, turn.finished_at, turn.error = "succeeded", reply.id, utcnow(), None
+    agent.status = "idle"
+    handoffs = mentioned_agents(reply.content, conversation.agents, exclude=agent)
+    new_turns, notices = _add_turns(conversation, handoffs, turn.chain_id, turn.depth + 1, reply, turn.task_id)
+    if new_turns and _held_reason(conversation):
+        for new_turn in new_turns:
+            new_turn.status = "held"  # the paused conversation keeps them for resume
+    _end_stage(turn, agent)
+    return reply, notices
 
 
 def _refuse(turn: Turn, conversation: Conversation, agent: Agent, code: str, reason: str, details: dict) -> None:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from mcc.extensions import db
 from mcc.llm.gateway import estimate_tokens
 from mcc.models.agent import Agent
+from mcc.models.auth import User
 from mcc.models.conversation import Conversation, Message
 from mcc.models.project import Project
 
@@ -42,16 +43,18 @@ def system_prompt(agent: Agent, project: Project, conversation: Conversation, ru
     return "\n\n".join(parts)
 
 
-def _as_chat_message(message: Message, agent: Agent) -> dict:
-    if message.author_type == "agent" and message.agent_id == agent.id:
-        return {"role": "assistant", "content": message.content}
-    if message.author_type == "agent":
-        who = f"{message.agent.name} ({message.agent.type})" if message.agent else "another agent"
-        return {"role": "user", "content": f"[{who}]: {message.content}"}
-    if message.author_type == "system":
-        return {"role": "user", "content": f"[MCC system notice]: {message.content}"}
-    who = message.user.username if message.user else "a user"
-    return {"role": "user", "content": f"[{who}]: {message.content}"}
+def _as_chat_message(row, agent: Agent) -> dict:
+    """One stored message as the agent sees it: its own replies as the assistant, the rest as
+    the user, each labelled with who said it."""
+    if row.author_type == "agent" and row.agent_id == agent.id:
+        return {"role": "assistant", "content": row.content}
+    if row.author_type == "agent":
+        who = f"{row.agent_name} ({row.agent_type})" if row.agent_name is not None else "another agent"
+        return {"role": "user", "content": f"[{who}]: {row.content}"}
+    if row.author_type == "system":
+        return {"role": "user", "content": f"[MCC system notice]: {row.content}"}
+    who = row.username if row.username is not None else "a user"
+    return {"role": "user", "content": f"[{who}]: {row.content}"}
 
 
 def build_messages(agent: Agent, project: Project, conversation: Conversation, up_to_seq: int | None,
@@ -59,15 +62,19 @@ def build_messages(agent: Agent, project: Project, conversation: Conversation, u
     """System prompt + the conversation since the agent's reset, newest kept when trimming."""
     system = {"role": "system", "content": system_prompt(agent, project, conversation, rules_text)}
     budget = context_tokens - agent.max_tokens - estimate_tokens(system["content"])
-    query = select(Message).where(Message.conversation_id == conversation.id)
+    # The columns a prompt needs, authors' names joined in: one read, no ORM objects per message.
+    query = (select(Message.author_type, Message.agent_id, Message.content, Agent.name.label("agent_name"),
+                    Agent.type.label("agent_type"), User.username)
+             .outerjoin(Agent, Agent.id == Message.agent_id).outerjoin(User, User.id == Message.user_id)
+             .where(Message.conversation_id == conversation.id))
     if agent.memory_reset_at is not None:
         query = query.where(Message.created_at > agent.memory_reset_at)
     if up_to_seq is not None:
         query = query.where(Message.seq <= up_to_seq)
     history: list[dict] = []
     # Newest first, stop when the budget is spent: a long conversation costs one bounded read.
-    for message in db.session.scalars(query.order_by(Message.seq.desc()).limit(500)):
-        chat = _as_chat_message(message, agent)
+    for row in db.session.execute(query.order_by(Message.seq.desc()).limit(500)):
+        chat = _as_chat_message(row, agent)
         cost = estimate_tokens(chat["content"]) + 4
         if cost > budget:
             break

@@ -99,6 +99,26 @@ def run_tool_call(call: dict, turn, agent, conversation, project) -> dict:
         return {"error": f"{name} failed: {type(exc).__name__}: {exc}"}
 
 
+# What a reply message keeps of each tool call's arguments and result (characters); the turn
+# (GET /turns/<id>) keeps them whole.
+SHOWN_CHARS = 2000
+
+
+def calls_of(tool_log: list | None, limit: int | None = None) -> list[dict]:
+    """The tool calls of a turn's log, in order: name, arguments (JSON text), call id and result.
+    With ``limit``, arguments and result are JSON text cut to that many characters (for display)."""
+    def cut(value):
+        if limit is None:
+            return value
+        text = value if isinstance(value, str) else json.dumps(value)
+        return text if len(text) <= limit else text[:limit] + "…"
+
+    return [{"name": (entry["call"].get("function") or {}).get("name") or entry["call"].get("name"),
+             "arguments": cut((entry["call"].get("function") or {}).get("arguments")),
+             "call_id": entry["call"].get("id"), "result": cut(entry.get("result"))}
+            for entry in (tool_log or []) if "call" in entry]
+
+
 def current_task_summary(turn) -> dict | None:
     """The task a turn serves ({id, title}), for agent_status events."""
     return summary(turn.task_id)

@@ -234,6 +234,9 @@ class Reservation:
     limits: list[BudgetLimit] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     amount_micro: int = 0
+    # Every limit covering the call when it was reserved (alert-only ones too): its settlement
+    # counts the spend against them without reading the limits again.
+    covering: list[BudgetLimit] | None = None
 
 
 def plan_reservation(project_id: uuid.UUID, agent_id: uuid.UUID, model: str, messages: list[dict],
@@ -242,8 +245,8 @@ def plan_reservation(project_id: uuid.UUID, agent_id: uuid.UUID, model: str, mes
     """The block limits this call must fit in, with their counter keys and amounts."""
     amount = to_micro(worst_case_cost(model, messages, max_tokens, _tool_specs(agent_id)))
     checks = []
-    reservation = Reservation(amount_micro=amount)
-    for limit in covering_limits(project_id, agent_id, task_id):
+    reservation = Reservation(amount_micro=amount, covering=covering_limits(project_id, agent_id, task_id))
+    for limit in reservation.covering:
         if limit.action_on_exceed != "block":
             continue
         period = limit_period(limit)
@@ -260,10 +263,11 @@ def has_block_limit(project_id: uuid.UUID, agent_id: uuid.UUID) -> bool:
 
 # --- settlement, alerts and actions ---------------------------------------------------------------
 
-def record_call(entry: LedgerEntry, result: LLMResult) -> None:
-    """Add a ledger row's cost to the daily rollup (same transaction as the row)."""
+def record_call(entry: LedgerEntry, result: LLMResult, messages: int = 0) -> None:
+    """Add a ledger row's cost to the daily rollup (same transaction as the row); ``messages``
+    counts the reply stored with it, on the same day."""
     add_to_rollup(local_date(entry.created_at), entry.project_id, entry.agent_id, entry.cost_usd,
-                  entry.tokens_in, entry.tokens_out, calls=1, messages=0)
+                  entry.tokens_in, entry.tokens_out, calls=1, messages=messages)
 
 
 def settle(reservation: Reservation | None, entry: LedgerEntry) -> list[dict]:
@@ -272,7 +276,8 @@ def settle(reservation: Reservation | None, entry: LedgerEntry) -> list[dict]:
     Returns the ``budget_alert`` events to publish after the caller commits.
     """
 
-    limits = covering_limits(entry.project_id, entry.agent_id, entry.task_id)
+    limits = (reservation.covering if reservation is not None and reservation.covering is not None
+              else covering_limits(entry.project_id, entry.agent_id, entry.task_id))
     spend_keys = []
     for limit in limits:
         period = limit_period(limit, entry.created_at)
@@ -388,7 +393,8 @@ def fail_tasks(limit: BudgetLimit, reason: str) -> int:
 def blocked_agents(agent_ids: list[uuid.UUID], project_id: uuid.UUID) -> list[dict]:
     """Agents whose next call a block limit would refuse now (for 'stored, but blocked' answers)."""
     blocked = []
-    for agent in db.session.scalars(select(Agent).where(Agent.id.in_(agent_ids))):
+    # get(): the responders were just loaded with their conversation, so no query for them.
+    for agent in filter(None, (db.session.get(Agent, agent_id) for agent_id in dict.fromkeys(agent_ids))):
         minimal = worst_case_cost(agent.model, [], agent.max_tokens, _tool_specs(agent.id))
         for limit in covering_limits(project_id, agent.id):
             if limit.action_on_exceed != "block":

@@ -15,6 +15,7 @@ from mcc.services import audit, outbox
 from mcc.runtime import gate
 from mcc.services.lookup import paginate
 from mcc.runtime.engine import cancel_turn, kick
+from mcc.runtime.tools import calls_of
 
 RETRYABLE = ("failed", "cancelled")
 
@@ -64,13 +65,9 @@ def turn_detail(turn_id: uuid.UUID) -> dict:
     turn, conversation = _get(turn_id)
     ledger = db.session.scalars(select(LedgerEntry).where(LedgerEntry.turn_id == turn.id)
                                 .order_by(LedgerEntry.attempt, LedgerEntry.call_index)).all()
-    tool_calls = [{"name": (entry["call"].get("function") or {}).get("name") or entry["call"].get("name"),
-                   "arguments": (entry["call"].get("function") or {}).get("arguments"),
-                   "call_id": entry["call"].get("id"), "result": entry.get("result")}
-                  for entry in (turn.tool_log or []) if "call" in entry]
     return {**_item(turn, conversation.project_id, sum((e.cost_usd for e in ledger), Decimal(0))),
             "reply_to_message_id": turn.reply_to_message_id, "reply_message_id": turn.reply_message_id,
-            "chain_id": turn.chain_id, "depth": turn.depth, "tool_calls": tool_calls, "ledger": ledger}
+            "chain_id": turn.chain_id, "depth": turn.depth, "tool_calls": calls_of(turn.tool_log), "ledger": ledger}
 
 
 def retry(turn_id: uuid.UUID) -> dict:

@@ -61,9 +61,14 @@ def _reload_into_redis(redis) -> None:
 def is_revoked(*keys: str) -> bool:
     redis = get_redis()
     if redis is not None:
-        if not redis.exists(LOADED_MARKER):
+        pipe = redis.pipeline(transaction=False)  # one round trip on every authenticated request
+        pipe.exists(LOADED_MARKER)
+        pipe.exists(*(PREFIX + key for key in keys))
+        loaded, found = pipe.execute()
+        if not loaded:
             _reload_into_redis(redis)
-        return redis.exists(*(PREFIX + key for key in keys)) > 0
+            found = redis.exists(*(PREFIX + key for key in keys))
+        return found > 0
     found = db.session.execute(
         select(RevokedToken.key).where(RevokedToken.key.in_(keys), RevokedToken.expires_at > utcnow())
     ).first()

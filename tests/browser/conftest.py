@@ -15,7 +15,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 from tests.factories import PASSWORD, make_user
 from tests.github.conftest import fake_github, rsa_keys  # noqa: F401  (fixtures)
 from tests.live import ROOT
-from tests.workers.conftest import Runtime, llm  # noqa: F401  (fixtures)
+from tests.pipeline.conftest import fake_git, pipeline_env, repo  # noqa: F401  (fixtures)
+from tests.workers.conftest import Runtime, llm, runtime_env  # noqa: F401  (fixtures)
 
 CHROMIUM = os.environ.get("MCC_CHROMIUM", "/usr/bin/chromium")
 DIST = ROOT / "dashboard" / "dist" / "index.html"
@@ -106,6 +107,13 @@ def web(stack_env, committed_db, app, tmp_path, browser):
 def stack(stack_env, committed_db, app, tmp_path, browser):
     """Web and one worker."""
     yield from _stack(app, stack_env, tmp_path, browser, workers=1)
+
+
+@pytest.fixture
+def pipeline_stack(pipeline_env, committed_db, app, tmp_path, browser, repo):  # noqa: F811
+    """Web and one worker on the fake GitHub that holds real branches and commits (tests/pipeline)."""
+    yield from _stack(app, {**pipeline_env, "MCC_LOGIN_RATE_LIMIT": "10000 per minute"}, tmp_path, browser,
+                      workers=1)
 
 
 def enable_2fa(stack: Stack, username: str) -> pyotp.TOTP:

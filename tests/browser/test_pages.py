@@ -36,7 +36,6 @@ def test_agent_reply_appears_live_and_hostile_strings_render_as_text(stack, app,
     # The reply arrives over the socket: no reload.
     expect(page.get_by_test_id(f"message-{reply['id']}")).to_be_visible(timeout=10000)
     expect(page.get_by_test_id(f"message-{reply['id']}")).to_contain_text(XSS)  # the agent's name
-    screenshot(page, "conversation")
     page.goto(f"/projects/{team['project']}")
     expect(page.get_by_test_id(f"agent-{team['agents'][XSS]}")).to_contain_text(XSS)
     expect(page.locator("img[src=x]")).to_have_count(0)
@@ -77,7 +76,6 @@ def test_approve_a_passing_pull_request_a_failing_one_is_refused_and_reject_need
     page.get_by_test_id(f"pr-approve-{prs['success']}").click()
     expect(page.get_by_test_id(f"pr-state-{prs['success']}")).not_to_contain_text("open · none")
     expect(page.get_by_test_id(f"pr-error-{prs['success']}")).to_have_count(0)
-    screenshot(page, "project")
     page.get_by_test_id(f"pr-reject-{prs['failure']}").click()
     expect(page.get_by_test_id("confirm-ok")).to_be_disabled()  # feedback is required
     page.get_by_test_id("pr-feedback").fill("Please add tests")
@@ -110,10 +108,8 @@ def test_budget_page_shows_gauges_and_the_timeline(web, app):
     for testid in ("budget-today", "budget-week", "budget-month", "budget-timeline"):
         expect(page.get_by_test_id(testid)).to_be_visible()
     expect(page.get_by_test_id("budget-today")).to_contain_text("3.25")
-    screenshot(page, "budget")
     page.goto("/")
     expect(page.get_by_test_id(f"project-{project_id}")).to_contain_text("Spend")
-    screenshot(page, "overview")
 
 
 def test_notifications_read_one_then_all(web):

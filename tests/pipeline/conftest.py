@@ -54,6 +54,10 @@ def prt(pipeline_env, committed_db, app, tmp_path, repo):
 
 @pytest.fixture
 def team(app, prt):
+    return make_pipeline_team(app)
+
+
+def make_pipeline_team(app) -> dict:
     """A project bound to REPO with an architect, a coder, a tester and a reviewer."""
     from mcc.extensions import db
     from mcc.services.agents import create_agent

@@ -26,6 +26,9 @@ class Step:
     body: dict | None = None  # raw body override
     chunk_delay: float = 0.0  # streaming: seconds between two chunks
     stream_usage: bool = True  # streaming: send the usage chunk at the end
+    # The answer waits until this is set (at most a minute), outside the stub's lock: other
+    # requests are answered meanwhile.
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -90,6 +93,8 @@ class LLMStub:
                     step = Step(status=404, body={"error": {"message": f"no route {self.path}"}})
                 if step.delay:
                     time.sleep(step.delay)
+                if step.hold is not None:
+                    step.hold.wait(timeout=60)
                 if body.get("stream") and step.status == 200 and step.body is None:
                     self._stream(step, body, record)
                     return

@@ -65,10 +65,11 @@ class Runtime:
             if value:
                 return value
             time.sleep(interval)
-        raise AssertionError(f"timed out; worker logs:\n{self.logs()}")
+        raise AssertionError(f"timed out; worker logs:\n{self.logs(tail=4000)}")
 
-    def logs(self, tail: int | None = 4000) -> str:
-        """Each worker's log, its last ``tail`` characters (all of it with ``tail=None``)."""
+    def logs(self, tail: int | None = None) -> str:
+        """Each worker's whole log, or its last ``tail`` characters (for failure messages: a pool
+        worker logs a line per loop, so a search in a tail can miss what it looks for)."""
         return "\n".join(w.output()[-tail if tail else 0:] for w in self.workers)
 
     def stop(self):

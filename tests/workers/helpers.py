@@ -48,7 +48,7 @@ def wait_until_listening(runtime: Runtime, workers, timeout: float = 90) -> None
     deadline = time.monotonic() + timeout
     while not all("*** Listening on" in worker.output() for worker in workers):
         if time.monotonic() > deadline or any(worker.proc.poll() is not None for worker in workers):
-            raise AssertionError(f"workers not listening after {timeout} s:\n{runtime.logs()}")
+            raise AssertionError(f"workers not listening after {timeout} s:\n{runtime.logs(tail=4000)}")
         time.sleep(0.1)
 
 

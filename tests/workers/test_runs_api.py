@@ -21,6 +21,20 @@ def _tool_call(call_id: str, name: str, arguments: str) -> dict:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
+def test_a_reply_keeps_the_start_of_a_long_tool_call_and_the_turn_all_of_it():
+    from mcc.runtime.tools import calls_of
+
+    log = [{"call": _tool_call("c1", "submit_changes", json.dumps({"body": "x" * 50})), "result": {"ok": "y" * 50}},
+           {"step_end": 1}]
+    [whole] = calls_of(log)
+    assert whole == {"name": "submit_changes", "arguments": json.dumps({"body": "x" * 50}), "call_id": "c1",
+                     "result": {"ok": "y" * 50}}
+    [shown] = calls_of(log, limit=20)
+    assert shown["arguments"] == json.dumps({"body": "x" * 50})[:20] + "…"
+    assert shown["result"] == json.dumps({"ok": "y" * 50})[:20] + "…"
+    assert calls_of(log, limit=1000)[0]["result"] == json.dumps({"ok": "y" * 50})
+
+
 def test_a_failed_turn_is_listed_shown_with_its_calls_and_succeeds_on_retry(runtime, llm, app):
     team = make_team(app, ("Ada", "architect", SONNET))
     llm.script = [Step(content=None, tool_calls=[_tool_call("c1", "list_participants", "{}")], usage=USAGE),
@@ -62,6 +76,9 @@ def test_a_failed_turn_is_listed_shown_with_its_calls_and_succeeds_on_retry(runt
     assert (done["status"], done["attempts"], done["reply_message_id"]) == ("succeeded", 2, reply["id"])
     # It continued where it stopped: the tool was not run again, the new call is attempt 2's.
     assert len(done["tool_calls"]) == 1
+    # The reply shows the console the turn's tool calls, the result as JSON text.
+    assert reply["metadata"]["tool_calls"] == [{"name": "list_participants", "arguments": "{}", "call_id": "c1",
+                                                "result": json.dumps(done["tool_calls"][0]["result"])}]
     assert [(row["attempt"], row["call_index"]) for row in done["ledger"]] == [(1, 0), (2, 0)]
     admin = runtime.login("admin")
     [retry_audit] = runtime.api("GET", f"/audit?action=turn.retried&target_id={turn['id']}",

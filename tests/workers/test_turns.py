@@ -250,6 +250,40 @@ def test_a_turn_that_finally_fails_says_why_marks_the_agent_error_and_emits_erro
         listener.close()
 
 
+def test_a_reply_that_cannot_be_stored_leaves_its_call_on_the_ledger_and_fails_the_turn(runtime, llm, app):
+    """The last call's ledger row and the reply share a transaction; if the reply cannot be stored
+    (here PostgreSQL refuses it through a trigger), the row is committed alone and the turn fails."""
+    from sqlalchemy import text
+
+    from mcc.extensions import db
+    from mcc.models.budget import CostDaily
+    from mcc.models.turn import LedgerEntry, Turn
+
+    with app.app_context():
+        db.session.execute(text(
+            "CREATE FUNCTION refuse_unstorable() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"))
+        db.session.execute(text(
+            "CREATE TRIGGER refuse_unstorable BEFORE INSERT ON messages FOR EACH ROW "
+            "WHEN (NEW.author_type = 'agent' AND NEW.content LIKE 'UNSTORABLE%') EXECUTE FUNCTION refuse_unstorable()"))
+        db.session.commit()
+    team = make_team(app, ("Ada", "architect", SONNET))
+    llm.script = [Step(content="UNSTORABLE answer", usage={"prompt_tokens": 1000, "completion_tokens": 500})]
+    runtime.post(team["project"], team["conversation"], "hi")
+    [note] = runtime.wait_for(lambda: system_notes(runtime, team))
+    assert note["content"].startswith("Ada could not answer: internal error (")
+    assert not agent_replies(runtime, team)
+    [entry] = db_rows(app, LedgerEntry, conversation_id=uuid.UUID(team["conversation"]))
+    assert (entry.tokens_in, entry.tokens_out, float(entry.cost_usd)) == (1000, 500, pytest.approx(0.0105))
+    [rollup] = db_rows(app, CostDaily, agent_id=uuid.UUID(team["agents"]["Ada"]))
+    assert (rollup.calls, rollup.messages, float(rollup.cost_usd)) == (1, 0, pytest.approx(0.0105))
+    [turn] = db_rows(app, Turn, conversation_id=uuid.UUID(team["conversation"]))
+    assert turn.status == "failed" and turn.reply_message_id is None
+    # The budget sees the spend.
+    summary = runtime.api("GET", "/budget/summary").json()
+    assert summary["today"]["spent"] == pytest.approx(0.0105)
+
+
 def test_5xx_exhausting_the_retries_fails_the_turn(start_runtime, llm, app):
     runtime = start_runtime(MCC_LLM_MAX_RETRIES="2")
     team = make_team(app, ("Ada", "architect", SONNET))
