@@ -1,5 +1,5 @@
 """Agent jobs: drive a conversation's turns. (Turns whose worker died are recovered by the reaper
-thread of every worker, ``mcc.runtime.engine.reaper_pass``, not by a job.)"""
+thread of every worker, ``mcc.runtime.recovery.reaper_pass``, not by a job.)"""
 from __future__ import annotations
 
 import uuid

@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 import uuid
-from datetime import timedelta
 from decimal import Decimal
 
 from flask import current_app
@@ -32,8 +31,6 @@ from mcc.services import breakers, budget, emergency, outbox
 from mcc.runtime import cancellation, gate, tools
 from mcc.runtime.feed import publish_message
 from mcc.pipeline import stages
-from mcc.services.periods import local_date
-from mcc.services.rollup import add_to_rollup
 from mcc.services.notifications import notify
 from mcc.runtime.prompts import build_messages, mentioned_agents
 from mcc.runtime.scheduling import kick
@@ -318,12 +315,12 @@ def _execute(turn: Turn, conversation: Conversation, agent: Agent) -> None:
     try:
         _converse(turn, conversation, agent, project)
     except LLMError as exc:
-        _fail(turn, conversation, agent, f"the LLM gateway failed: {exc}")
+        fail_turn(turn, conversation, agent, f"the LLM gateway failed: {exc}")
     except Exception as exc:  # a bug must not leave the turn "running" forever
         log.exception("turn %s crashed", turn.id)
         db.session.rollback()
         outbox.discard()  # nothing the rolled-back work queued may be announced
-        _fail(turn, db.session.get(Conversation, turn.conversation_id), db.session.get(Agent, turn.agent_id),
+        fail_turn(turn, db.session.get(Conversation, turn.conversation_id), db.session.get(Agent, turn.agent_id),
               f"internal error ({type(exc).__name__})")
     finally:
         _typing(turn.conversation_id, turn.agent_id, False)
@@ -333,6 +330,10 @@ def _execute(turn: Turn, conversation: Conversation, agent: Agent) -> None:
 
 
 def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Project) -> None:
+    """Call the model; while it asks for tools, run them and call it again; end the turn.
+
+    Each step ends the turn itself when it must stop (held, refused, cancelled): it then returns
+    None, and so does this."""
     transcript = turn.transcript
     if not transcript:
         reply_to_seq = db.session.scalar(select(Message.seq).where(Message.id == turn.reply_to_message_id))
@@ -344,73 +345,95 @@ def _converse(turn: Turn, conversation: Conversation, agent: Agent, project: Pro
     gateway = _gateway()
     call_index = 0
     while True:
-        db.session.refresh(conversation, ["status"])  # a pause by a person since the last look
-        if conversation.status == "paused":
-            _hold_turn(turn, agent, transcript, "conversation paused")
+        called = _call_model(turn, conversation, agent, gateway, transcript, tool_specs, call_index)
+        if called is None:
             return
-        stop_reason = cancellation.pending_reason(turn.id)
-        if stop_reason:
-            _cancelled(turn, conversation, agent, stop_reason, None, transcript)
-            return
-        reservation, checks = budget.plan_reservation(conversation.project_id, agent.id, agent.model, transcript,
-                                                      agent.max_tokens, turn.task_id)
-        try:
-            call_id = gate.acquire_llm_call(
-                emergency.state_from_database, [(key, limit, amount) for key, limit, amount, _, _ in checks],
-                lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
-        except gate.BudgetRefused as refused:
-            limit = checks[refused.index][3]
-            budget.fail_tasks(limit, f"budget limit {limit.name!r} ({budget.scope_label(limit)}) was reached")
-            _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
-                    f"{agent.name} did not call the model: {budget.BudgetBlocked(limit, budget.from_micro(refused.used_micro), budget.from_micro(reservation.amount_micro))}",
-                    {"limit_id": str(limit.id)})
-            return
-        except gate.GateUnavailable as exc:
-            _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
-                    f"{agent.name} did not call the model: the budget store is unreachable ({exc}) and a "
-                    "block limit covers this agent, so the call is refused.", {})
-            return
-        if call_id is None:
-            _hold_turn(turn, agent, transcript, "emergency pause")
-            return
-        # End the read transaction so the pooled connection serves others while the call waits (a
-        # worker pool runs MCC_MAX_CONCURRENT_CALLS turns on a few connections).
-        commit_keeping_loaded()
-        token = CancelToken()
-        try:
-            with cancellation.CallWatch(call_id, turn.id, token):
-                result = gateway.chat(agent.model, transcript, agent.temperature, agent.max_tokens,
-                                      tool_specs or None, cancel=token)
-        except LLMCancelled as stopped:
-            entry = _settle_call(turn, conversation, agent, call_index, stopped.partial, reservation)
-            _cancelled(turn, conversation, agent, stopped.reason, entry, transcript)
-            return
-        except Exception:
-            gate.settle_budget(reservation.keys, reservation.amount_micro, [], 0, None)
-            raise
-        finally:
-            gate.release_llm_call(call_id)
+        result, reservation = called
         if not result.tool_calls or steps_done >= _cfg("MCC_MAX_TOOL_STEPS"):
             _succeed(turn, conversation, agent, result, call_index, reservation, steps_done)
             return
         _settle_call(turn, conversation, agent, call_index, result, reservation)
         call_index += 1
-        loop = breakers.repeated_call(tool_log, result.tool_calls)
-        if loop is not None:
-            why, event = breakers.loop_tripped(turn, agent, conversation, loop)
-            _cancelled(turn, conversation, agent, cancellation.reason_of(cancellation.STOP, why), None, transcript)
-            publish("breaker_tripped", event)
+        transcript = _run_tools(turn, conversation, agent, project, result, transcript, tool_log, steps_done)
+        if transcript is None:
             return
-        transcript = transcript + [result.assistant_message]
-        for call in result.tool_calls:
-            outcome = tools.run_tool_call(call, turn, agent, conversation, project)
-            tool_log.append({"call": call, "result": outcome})
-            transcript.append({"role": "tool", "tool_call_id": call.get("id"), "content": json.dumps(outcome)})
-        tool_log.append({"step_end": steps_done + 1})
         steps_done += 1
-        turn.transcript, turn.tool_log = transcript, tool_log
-        db.session.commit()
-        outbox.flush()  # what the tools changed (task_progress, hand-offs) is announced now
+
+
+def _call_model(turn: Turn, conversation: Conversation, agent: Agent, gateway: Gateway, transcript: list,
+                tool_specs: list, call_index: int) -> tuple[LLMResult, budget.Reservation] | None:
+    """One call through the gate: the conversation not paused, no stop asked, the emergency
+    switch off and the budget reserved first. Returns the answer and its reservation (not yet on
+    record), or None when the turn was held, refused or cancelled instead."""
+    db.session.refresh(conversation, ["status"])  # a pause by a person since the last look
+    if conversation.status == "paused":
+        _hold_turn(turn, agent, transcript, "conversation paused")
+        return None
+    stop_reason = cancellation.pending_reason(turn.id)
+    if stop_reason:
+        _cancelled(turn, conversation, agent, stop_reason, None, transcript)
+        return None
+    reservation, checks = budget.plan_reservation(conversation.project_id, agent.id, agent.model, transcript,
+                                                  agent.max_tokens, turn.task_id)
+    try:
+        call_id = gate.acquire_llm_call(
+            emergency.state_from_database, [(key, limit, amount) for key, limit, amount, _, _ in checks],
+            lambda i: budget.to_micro(budget.spent_from_rollup(checks[i][3], checks[i][4])))
+    except gate.BudgetRefused as refused:
+        limit = checks[refused.index][3]
+        budget.fail_tasks(limit, f"budget limit {limit.name!r} ({budget.scope_label(limit)}) was reached")
+        _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
+                f"{agent.name} did not call the model: {budget.BudgetBlocked(limit, budget.from_micro(refused.used_micro), budget.from_micro(reservation.amount_micro))}",
+                {"limit_id": str(limit.id)})
+        return None
+    except gate.GateUnavailable as exc:
+        _refuse(turn, conversation, agent, "BUDGET_EXCEEDED",
+                f"{agent.name} did not call the model: the budget store is unreachable ({exc}) and a "
+                "block limit covers this agent, so the call is refused.", {})
+        return None
+    if call_id is None:
+        _hold_turn(turn, agent, transcript, "emergency pause")
+        return None
+    # End the read transaction so the pooled connection serves others while the call waits (a
+    # worker pool runs MCC_MAX_CONCURRENT_CALLS turns on a few connections).
+    commit_keeping_loaded()
+    token = CancelToken()
+    try:
+        with cancellation.CallWatch(call_id, turn.id, token):
+            result = gateway.chat(agent.model, transcript, agent.temperature, agent.max_tokens,
+                                  tool_specs or None, cancel=token)
+    except LLMCancelled as stopped:
+        entry = _settle_call(turn, conversation, agent, call_index, stopped.partial, reservation)
+        _cancelled(turn, conversation, agent, stopped.reason, entry, transcript)
+        return None
+    except Exception:
+        gate.settle_budget(reservation.keys, reservation.amount_micro, [], 0, None)
+        raise
+    finally:
+        gate.release_llm_call(call_id)
+    return result, reservation
+
+
+def _run_tools(turn: Turn, conversation: Conversation, agent: Agent, project: Project, result: LLMResult,
+               transcript: list, tool_log: list, steps_done: int) -> list | None:
+    """Run the tool calls of an answer (unless they repeat in a loop: the breaker cancels the turn
+    and this returns None); the transcript with their results, committed with the turn."""
+    loop = breakers.repeated_call(tool_log, result.tool_calls)
+    if loop is not None:
+        why, event = breakers.loop_tripped(turn, agent, conversation, loop)
+        _cancelled(turn, conversation, agent, cancellation.reason_of(cancellation.STOP, why), None, transcript)
+        publish("breaker_tripped", event)
+        return None
+    transcript = transcript + [result.assistant_message]
+    for call in result.tool_calls:
+        outcome = tools.run_tool_call(call, turn, agent, conversation, project)
+        tool_log.append({"call": call, "result": outcome})
+        transcript.append({"role": "tool", "tool_call_id": call.get("id"), "content": json.dumps(outcome)})
+    tool_log.append({"step_end": steps_done + 1})
+    turn.transcript, turn.tool_log = transcript, tool_log
+    db.session.commit()
+    outbox.flush()  # what the tools changed (task_progress, hand-offs) is announced now
+    return transcript
 
 
 def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResult, call_index: int,
@@ -528,7 +551,9 @@ def _cancelled(turn: Turn, conversation: Conversation, agent: Agent, reason: str
     publish_message(notice)
 
 
-def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> None:
+def fail_turn(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> None:
+    """The turn ends ``failed``: the agent marked ``error``, a system message, a notification, the
+    pipeline told; committed and announced."""
     turn.status, turn.error, turn.finished_at = "failed", reason, utcnow()
     agent.status = "error"
     notice = _system_message(conversation.id, f"{agent.name} could not answer: {reason}",
@@ -546,7 +571,7 @@ def _fail(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> 
                                   "conversation_id": str(conversation.id)}}, conversation_room(conversation.id))
 
 
-# --- stop controls and recovery ------------------------------------------------------------------
+# --- stop controls ------------------------------------------------------------------
 
 def release_held(conversation_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     """Held turns become queued again (resume, resume-all); returns the conversations to kick."""
@@ -604,63 +629,3 @@ def cancel_turn(turn_id: uuid.UUID, reason: str) -> str:
         cancellation.stop_turns([turn.id], reason)
         return "cancelling"
     return turn.status
-
-
-def reaper_pass() -> None:
-    """One pass of a reaper thread (a worker's, or the embedded web process's), in its app context."""
-    try:
-        reap_abandoned()
-    except Exception:
-        log.exception("reaping abandoned turns failed")
-    finally:
-        db.session.remove()
-
-
-def reap_abandoned() -> list[uuid.UUID]:
-    """Turns whose worker died mid-turn: retried (MCC_TURN_MAX_ATTEMPTS) or failed, on record."""
-    grace = utcnow() - timedelta(seconds=_cfg("MCC_TURN_HEARTBEAT_SECONDS") * 3)
-    running = db.session.scalars(select(Turn).where(Turn.status == "running", Turn.started_at < grace)).all()
-    to_kick = []
-    for turn in running:
-        if gate.is_alive(f"turn:{turn.id}"):
-            continue
-        retry = turn.attempts < _cfg("MCC_TURN_MAX_ATTEMPTS")
-        taken = db.session.execute(
-            update(Turn).where(Turn.id == turn.id, Turn.status == "running")
-            .values(status="queued" if retry else "running").execution_options(synchronize_session=False)).rowcount
-        if not taken:
-            continue
-        if retry:
-            log.warning("turn %s was abandoned by its worker; retrying (attempt %s next)", turn.id,
-                        turn.attempts + 1)
-            db.session.commit()
-            to_kick.append(turn.conversation_id)
-        else:
-            db.session.refresh(turn)
-            agent = db.session.get(Agent, turn.agent_id)
-            _fail(turn, db.session.get(Conversation, turn.conversation_id), agent,
-                  f"its worker died {turn.attempts} time(s) while running it")
-            publish_agent_status(agent, None)
-            to_kick.append(turn.conversation_id)
-    for conversation_id in dict.fromkeys(to_kick):
-        kick(conversation_id)
-    _kick_stranded()
-    return to_kick
-
-
-def _kick_stranded() -> None:
-    """Queued turns that nobody drives get a new kick.
-
-    A kick that met the conversation lock of a worker that died (it lives on for LOCK_TTL) found
-    the conversation busy and ended; so did a delayed kick when no RQ scheduler runs. Without
-    this the turn would wait for the next message.
-    """
-    quiet = _cfg("MCC_REAPER_SECONDS") * 2
-    stranded = db.session.scalars(select(Turn.conversation_id).where(
-        Turn.status == "queued", Turn.created_at < utcnow() - timedelta(seconds=quiet)).distinct()).all()
-    for conversation_id in stranded:
-        if gate.is_locked(f"conversation:{conversation_id}"):
-            continue  # a pump is on it, or a dead one's lock has yet to expire
-        if gate.once_per(f"kick:{conversation_id}", quiet):
-            log.info("conversation %s has queued turns and no pump; kicking it", conversation_id)
-            kick(conversation_id)
