@@ -10,7 +10,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from mcc.llm.prices import load_prices
+from mcc.llm.prices import Price, load_prices
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,8 +168,6 @@ def parse_velocity(value: str | None):
 
 def _price_pair(value: str):
     from decimal import Decimal
-
-    from mcc.llm.prices import Price
 
     given, received = (part.strip() for part in value.split(","))
     return Price(Decimal(given), Decimal(received))

@@ -22,6 +22,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest, NotFound
 
 from mcc.errors import error_response
+from mcc.logging_setup import assign_request_id
 
 MAX_URI_BYTES = 4096
 AUTH_PREFIX = "/api/v1/auth/"
@@ -105,7 +106,6 @@ def swagger_asset(filename: str):
 
 def init_app(app) -> None:
     app.json = BoundedJSONProvider(app)
-    from mcc.logging_setup import assign_request_id
 
     funcs = app.before_request_funcs.setdefault(None, [])
     at = funcs.index(assign_request_id) + 1 if assign_request_id in funcs else 0

@@ -12,6 +12,7 @@ import functools
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
+from mcc.config import PROJECT_ROOT
 from mcc.extensions import db
 from mcc.redis_store import get_redis
 
@@ -27,8 +28,6 @@ def healthz():
 def _migration_heads() -> frozenset[str]:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-
-    from mcc.config import PROJECT_ROOT
 
     config = Config()
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))

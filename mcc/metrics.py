@@ -24,7 +24,17 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from mcc.errors import error_response
+from mcc.extensions import db
+from mcc.jobs import QUEUES, get_queue
+from mcc.logging_setup import request_duration
+from mcc.models.budget import BudgetLimit, CostDaily
+from mcc.models.github import WebhookDelivery
+from mcc.models.project import Project
+from mcc.models.turn import TURN_STATUSES, Turn
 from mcc.redis_store import get_redis
+from mcc.runtime import gate
+from mcc.services import budget, emergency
+from mcc.services.periods import current_period
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -62,8 +72,6 @@ def _add(target: dict, fields: dict) -> None:
 
 def observe_request(response):
     """after_request: one observation of the duration histogram, by route template, method and status."""
-    from mcc.logging_setup import request_duration
-
     if request.blueprint == "health":
         # Probes are not observed: /healthz must answer while Redis hangs (the write would wait
         # MCC_REDIS_TIMEOUT), and a probe every few seconds would swamp the histogram anyway.
@@ -167,14 +175,6 @@ class MccCollector(Collector):
     def _database_families(self):
         from sqlalchemy import func, select
 
-        from mcc.extensions import db
-        from mcc.models.budget import BudgetLimit, CostDaily
-        from mcc.models.github import WebhookDelivery
-        from mcc.models.project import Project
-        from mcc.models.turn import TURN_STATUSES, Turn
-        from mcc.services import budget, emergency
-        from mcc.services.periods import current_period
-
         try:
             paused = GaugeMetricFamily("mcc_emergency_paused", "1 while every agent is paused (emergency stop)")
             paused.add_metric([], 1 if emergency.current_state() else 0)
@@ -220,9 +220,6 @@ class MccCollector(Collector):
     def _redis_families(self):
         from rq import Worker
         from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
-
-        from mcc.jobs import QUEUES, get_queue
-        from mcc.runtime import gate
 
         in_flight = GaugeMetricFamily("mcc_llm_calls_in_flight", "LLM calls under way (through the call gate)")
         in_flight.add_metric([], gate.calls_in_flight())

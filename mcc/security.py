@@ -11,7 +11,7 @@ from mcc.errors import Forbidden, error_response
 from mcc.extensions import db, jwt
 from mcc.models.auth import User
 from mcc.services import tokens
-from mcc.services.auth import TOTP_PURPOSE, token_is_current
+from mcc.services.auth import STEP_UP_HEADER, TOTP_PURPOSE, step_up, token_is_current
 
 API_PREFIX = "/api/v1"
 # Reachable without an access token. Everything else under /api/v1 answers 401 to anonymous
@@ -24,6 +24,8 @@ PUBLIC_PATHS = frozenset({
     f"{API_PREFIX}/openapi.json",
 })
 PUBLIC_PREFIXES = (f"{API_PREFIX}/docs", f"{API_PREFIX}/webhooks/github/")  # + per-project webhook URLs
+# The OpenAPI ``security`` of a public route: no bearer token (``@blp.doc(security=PUBLIC)``).
+PUBLIC: list = []
 
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
@@ -118,8 +120,6 @@ STEP_UP_PARAMETER = {"in": "header", "name": "X-MCC-TOTP", "required": False, "s
 
 def check_step_up(act: str) -> None:
     """For a view: the current user must step up for ``act`` (see ``auth.step_up``)."""
-    from mcc.services.auth import STEP_UP_HEADER, step_up
-
     step_up(current_user, act, request.headers.get(STEP_UP_HEADER))
 
 

@@ -5,11 +5,11 @@ The import graph is read from the source (``ast``), not by importing: every ``im
 
 - Module-level imports (including those under ``if``/``try`` at module level, but not those under
   ``if TYPE_CHECKING``) form a graph with no cycle.
-- Function-level imports count too. A few are by design: ``create_app`` and ``api.init_app``
-  import the application's parts when they build one (FACTORY), a ``flask`` command loads what it
-  runs (COMMAND). The others (DODGE) hide a cycle or a module in the wrong place (DESIGN.md,
-  convention 8): they are listed so that none is added, and the list only shrinks. Counting every
-  function-level import, the modules still on a cycle are at most ``KNOWN_CYCLE``.
+- Function-level imports count too, and are few: ``create_app`` and ``api.init_app`` import the
+  application's parts when they build one (FACTORY), a ``flask`` command loads what it runs
+  (COMMAND). Every one is listed (a new one fails, and so does an entry no longer true), and
+  counting them as well, the graph still has no cycle: no import is placed inside a function to
+  hide one.
 - A private name (``_x``) is not used across modules: neither ``from m import _x`` nor ``m._x``.
 
 A package's ``__init__`` is not counted as imported by its submodules (Python runs it first, but
@@ -32,7 +32,6 @@ PACKAGES = ("mcc", "workers")
 
 FACTORY = "the application factory imports the parts of the application it builds"
 COMMAND = "a flask command imports what it runs, so `flask --help` stays light"
-DODGE = "dodges an import cycle or sits in the wrong module: to be removed (issue 13)"
 
 # importing module -> (why, the MCC modules it imports inside a function)
 FUNCTION_LEVEL_ALLOWED: dict[str, tuple[str, set[str]]] = {
@@ -47,87 +46,14 @@ FUNCTION_LEVEL_ALLOWED: dict[str, tuple[str, set[str]]] = {
         "mcc.api.notifications", "mcc.api.projects", "mcc.api.pull_requests", "mcc.api.tasks",
         "mcc.api.turns", "mcc.api.users", "mcc.api.webhooks",
     }),
-    "mcc.api.tasks": (DODGE, {
-        "mcc.services.lookup",
-    }),
     "mcc.cli": (COMMAND, {
         "mcc.models.agent", "mcc.models.conversation", "mcc.periodic", "mcc.runtime.control",
         "mcc.schemas.turns", "mcc.services.emergency", "mcc.services.runs",
-    }),
-    "mcc.config": (DODGE, {
-        "mcc.llm.prices",
     }),
     "mcc.github.cli": (COMMAND, {
         "mcc.github.auth", "mcc.github.webhooks", "mcc.models.github", "mcc.models.project",
         "mcc.services.github_sync",
     }),
-    "mcc.github.handlers": (DODGE, {
-        "mcc.github.auth", "mcc.github.client", "mcc.pipeline.stages",
-    }),
-    "mcc.hardening": (DODGE, {
-        "mcc.logging_setup",
-    }),
-    "mcc.health": (DODGE, {
-        "mcc.config",
-    }),
-    "mcc.metrics": (DODGE, {
-        "mcc.extensions", "mcc.jobs", "mcc.logging_setup", "mcc.models.budget", "mcc.models.github",
-        "mcc.models.project", "mcc.models.turn", "mcc.runtime.gate", "mcc.services.budget",
-        "mcc.services.emergency", "mcc.services.periods",
-    }),
-    "mcc.pipeline.stages": (DODGE, {
-        "mcc.errors", "mcc.github.auth", "mcc.runtime.engine", "mcc.services.notifications",
-        "mcc.services.projects",
-    }),
-    "mcc.pipeline.tools": (DODGE, {
-        "mcc.github.auth", "mcc.github.checks", "mcc.github.records", "mcc.models.github",
-    }),
-    "mcc.runtime.tools": (DODGE, {
-        "mcc.github.contents", "mcc.services.tasks",
-    }),
-    "mcc.security": (DODGE, {
-        "mcc.services.auth",
-    }),
-    "mcc.services.agents": (DODGE, {
-        "mcc.runtime.engine",
-    }),
-    "mcc.services.auth": (DODGE, {
-        "mcc.services.notifications",
-    }),
-    "mcc.services.budget": (DODGE, {
-        "mcc.runtime.gate", "mcc.runtime.tools", "mcc.services.emergency", "mcc.services.notifications",
-    }),
-    "mcc.services.conversations": (DODGE, {
-        "mcc.runtime.engine", "mcc.services.budget",
-    }),
-    "mcc.services.emergency": (DODGE, {
-        "mcc.services.lookup",
-    }),
-    "mcc.services.github_sync": (DODGE, {
-        "mcc.github.auth", "mcc.github.webhooks", "mcc.secretbox",
-    }),
-    "mcc.services.projects": (DODGE, {
-        "mcc.services.budget",
-    }),
-    "mcc.services.pull_requests": (DODGE, {
-        "mcc.pipeline.stages",
-    }),
-    "mcc.services.tasks": (DODGE, {
-        "mcc.services.notifications",
-    }),
-    "workers.context": (DODGE, {
-        "mcc", "mcc.extensions", "mcc.logging_setup",
-    }),
-    "workers.maintenance": (DODGE, {
-        "mcc.services.rollup",
-    }),
-}
-
-# Modules on an import cycle once function-level imports are counted (debt: the list only shrinks).
-KNOWN_CYCLE = {
-    "mcc.api", "mcc.api.auth", "mcc.api.webhooks",
-    "mcc.pipeline.stages", "mcc.runtime.engine",
-    "mcc.runtime.tools", "mcc.services.budget", "mcc.services.projects", "mcc.services.tasks",
 }
 
 
@@ -263,17 +189,15 @@ def test_module_level_imports_form_no_cycle():
     assert cycles(top) == []
 
 
-def test_function_level_imports_are_listed_and_add_no_module_to_a_cycle():
+def test_function_level_imports_are_listed_and_form_no_cycle():
     """An MCC module imported inside a function is on the list with its reason (a new one fails,
-    and so does an entry no longer true: the list only shrinks); counting them, no module outside
-    ``KNOWN_CYCLE`` is on a cycle."""
+    and so does an entry no longer true); counting them with the module-level ones, MCC's modules
+    still import one way: no cycle, so none is hidden inside a function."""
     top, inner, _ = import_edges()
     allowed = {(a, b) for a, (_, targets) in FUNCTION_LEVEL_ALLOWED.items() for b in targets}
     assert sorted(inner - allowed) == [], "new function-level imports: import at module level instead"
     assert sorted(allowed - inner) == [], "stale entries: remove them from FUNCTION_LEVEL_ALLOWED"
-    on_cycles = {module for component in cycles(top | inner) for module in component}
-    assert sorted(on_cycles - KNOWN_CYCLE) == []
-    assert sorted(KNOWN_CYCLE - on_cycles) == [], "off the cycle now: remove from KNOWN_CYCLE"
+    assert cycles(top | inner) == []
 
 
 def test_no_private_name_is_used_across_modules():

@@ -4,6 +4,10 @@ from __future__ import annotations
 import functools
 import os
 
+from mcc import create_app
+from mcc.extensions import db
+from mcc.logging_setup import job_context
+
 _app = None
 _app_pid = None
 
@@ -16,7 +20,6 @@ def set_app(app) -> None:
 def get_app():
     global _app
     if _app is None:  # a job run outside `python -m workers` (rq CLI)
-        from mcc import create_app
         set_app(create_app({"MCC_PROCESS": "worker"}))
     return _app
 
@@ -24,8 +27,6 @@ def get_app():
 def _rq_job_context():
     """Log lines of an RQ job carry its id and the request id in its meta."""
     from rq import get_current_job
-
-    from mcc.logging_setup import job_context
 
     current = get_current_job()
     if current is None:
@@ -46,11 +47,9 @@ def job(func):
         with app.app_context(), _rq_job_context():
             if os.getpid() != _app_pid:
                 # A forked work horse: drop the parent's pooled connections without closing them.
-                from mcc.extensions import db
                 db.engine.dispose(close=False)
             try:
                 return func(*args, **kwargs)
             finally:
-                from mcc.extensions import db
                 db.session.remove()
     return wrapper

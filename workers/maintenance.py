@@ -5,6 +5,7 @@ import logging
 
 from mcc.extensions import db
 from mcc.services import tokens
+from mcc.services.rollup import reconcile
 from workers.context import job
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,4 @@ def purge_expired_tokens() -> dict:
 @job
 def reconcile_cost_rollup() -> int:
     """The daily cost rollup of today and yesterday agrees with the cost ledger again."""
-    from mcc.services.rollup import reconcile
-
     return reconcile()

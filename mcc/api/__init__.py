@@ -8,7 +8,6 @@ from mcc.errors import handle_http_exception
 from mcc.schemas.common import ErrorSchema
 
 BEARER = [{"bearerAuth": []}]
-PUBLIC: list = []
 
 
 class MccApi(Api):

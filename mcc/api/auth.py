@@ -6,10 +6,10 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import Blueprint
 
-from mcc.api import PUBLIC
 from mcc.extensions import db, limiter
 from mcc.schemas.auth import (LoginSchema, LogoutSchema, RefreshSchema, TokenSchema, TwoFactorCodeSchema,
                               TwoFactorSetupRequestSchema, TwoFactorSetupSchema, TwoFactorVerifySchema, UserSchema)
+from mcc.security import PUBLIC
 from mcc.services import auth as auth_service
 
 URL_PREFIX = "/auth"

@@ -16,6 +16,7 @@ from mcc.schemas.tasks import (TaskAssignSchema, TaskCompleteSchema, TaskCreateS
                                TaskPageSchema, TaskQueryArgsSchema, TaskSchema)
 from mcc.security import requires_role
 from mcc.services import outbox, reports, tasks as service
+from mcc.services.lookup import get_scoped
 from mcc.pipeline import stages
 
 URL_PREFIX = "/projects/<uuid:project_id>"
@@ -125,8 +126,6 @@ class IssueTasks(MethodView):
     @blp.response(200, TaskPageSchema)
     def get(self, args, project_id, issue_id):
         """Tasks created from an issue"""
-        from mcc.services.lookup import get_scoped
-
         get_scoped(Issue, issue_id, project_id, "Issue")
         items, total = service.list_tasks(project_id, args["page"], args["limit"], issue_id=issue_id)
         return page_of(present(items), total, args["page"], args["limit"])

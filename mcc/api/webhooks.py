@@ -6,12 +6,12 @@ from flask.views import MethodView
 from flask_limiter import ExemptionScope
 from flask_smorest import Blueprint
 
-from mcc.api import PUBLIC
 from mcc.extensions import db, limiter
 from mcc.github import cli as github_cli
 from mcc.github import webhooks as service
 from mcc.schemas.common import ErrorSchema
 from mcc.schemas.github import WebhookAckSchema
+from mcc.security import PUBLIC
 
 URL_PREFIX = "/webhooks"
 # cli_group: the operator commands (`flask github sync-all`, `flask github replay`) ride on this blueprint.

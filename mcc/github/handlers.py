@@ -10,8 +10,11 @@ from sqlalchemy import select
 from mcc.errors import GitHubApiError
 from mcc.extensions import db
 from mcc.github import contents, records
+from mcc.github.auth import AppInstallationAuth, SharedCache, load_private_key
+from mcc.github.client import GitHubClient
 from mcc.models.github import PullRequest
 from mcc.models.project import Project
+from mcc.pipeline import stages
 from mcc.services.notifications import notify
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,6 @@ def on_pull_request(payload: dict, project: Project) -> str | None:
         return _stale("pull request", data["number"], data)
     if pr.state == "merged" and known != "merged" and pr.task_id is not None:
         # merged on GitHub itself: the linked task completes as if approved in MCC (docs/pipeline.md)
-        from mcc.pipeline import stages
         stages.on_pull_request_merged(pr, None)
     return None
 
@@ -110,9 +112,6 @@ def current_installation(repo: str, app_id: str | None) -> dict | None:
 
     An installation event only says what happened; its body is trusted no further than its
     signature. Before binding or unbinding, MCC asks GitHub (App JWT, ``GET /repos/{repo}/installation``)."""
-    from mcc.github.auth import AppInstallationAuth, SharedCache, load_private_key
-    from mcc.github.client import GitHubClient
-
     config = current_app.config
     if not app_id or not config["MCC_GITHUB_APP_PRIVATE_KEY"]:
         raise Unconfirmed("MCC has no GitHub App configured (app id and MCC_GITHUB_APP_PRIVATE_KEY), so it cannot "

@@ -13,8 +13,9 @@ import uuid
 from flask import current_app
 from sqlalchemy import select
 
-from mcc.errors import Conflict, NotFound, ValidationFailed
+from mcc.errors import ApiError, Conflict, NotFound, ValidationFailed
 from mcc.extensions import db
+from mcc.github.auth import client_for
 from mcc.models.agent import Agent
 from mcc.models.conversation import Conversation, Message
 from mcc.models.github import Issue
@@ -22,8 +23,10 @@ from mcc.models.task import Task
 from mcc.models.turn import Turn
 from mcc.models.types import as_utc, utcnow
 from mcc.services import outbox, tasks
+from mcc.services.notifications import notify
 from mcc.services.projects import get_project
 from mcc.runtime.feed import publish_message
+from mcc.runtime.scheduling import kick
 from mcc.runtime.tools import specs_for as agent_tools
 
 log = logging.getLogger(__name__)
@@ -50,8 +53,6 @@ def _announce(message: Message) -> None:
 
 
 def _kick(conversation_id: uuid.UUID) -> None:
-    from mcc.runtime.engine import kick
-
     outbox.later(kick, conversation_id)
 
 
@@ -215,8 +216,6 @@ def stage_turn_ended(turn: Turn, agent: Agent, failure: str | None = None) -> No
 
 
 def _hand_to_person(task: Task, agent: Agent, conversation: Conversation | None, reason: str) -> None:
-    from mcc.services.notifications import notify
-
     task.assigned_agent_id, task.stage_started_at = None, None
     text = (f"Task '{task.title}' stopped in {task.status}: {reason}. It waits for a person: assign it "
             "again to restart the stage, or complete or fail it.")
@@ -309,11 +308,6 @@ def on_pull_request_merged(pr, user) -> None:
 
 
 def _close_issue(task: Task) -> None:
-    from mcc.errors import ApiError
-    from mcc.github.auth import client_for
-    from mcc.services.notifications import notify
-    from mcc.services.projects import get_project
-
     issue = db.session.get(Issue, task.issue_id)
     project = get_project(task.project_id)
     try:

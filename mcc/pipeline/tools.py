@@ -14,8 +14,11 @@ from marshmallow import validate
 from sqlalchemy import select
 
 from mcc.extensions import db
+from mcc.github import records
+from mcc.github.auth import client_for
+from mcc.github.checks import live_checks, overall
 from mcc.github.paths import UnsafePath, contents_url, protected_prefix, repo_path
-from mcc.models.github import PullRequest
+from mcc.models.github import Issue, PullRequest
 from mcc.models.task import PRIORITIES, Task
 from mcc.services import tasks
 from mcc.pipeline import stages
@@ -110,8 +113,6 @@ def _refusing(run):
 
 
 def _client(ctx):
-    from mcc.github.auth import client_for
-
     return client_for(ctx.project)
 
 
@@ -181,8 +182,6 @@ def _refuse_protected(paths: list[str]) -> None:
 
 
 def _submit_changes(args, ctx):
-    from mcc.github import records
-
     task = _task(ctx)
     if task.status != "in_progress":
         raise ToolRefusal(f"the task is {task.status}; changes are submitted while in progress")
@@ -214,7 +213,6 @@ def _submit_changes(args, ctx):
     else:
         client.post(f"/repos/{repo}/git/refs", json={"ref": f"refs/heads/{branch}", "sha": commit["sha"]})
         task.branch = branch
-    from mcc.models.github import Issue
 
     issue = db.session.get(Issue, task.issue_id) if task.issue_id else None
     body = args["body"] + (f"\n\nRefs #{issue.number}" if issue else "") + f"\n\n(MCC task {task.id})"
@@ -236,8 +234,6 @@ def _submit_changes(args, ctx):
 # --- tester and reviewer ---------------------------------------------------------------------------
 
 def _read_pull_request(args, ctx):
-    from mcc.github.checks import live_checks, overall
-
     task = _task(ctx)
     pr = _pull_request_of(task)
     if pr is None:

@@ -19,7 +19,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from mcc.extensions import commit_keeping_loaded, db
-from mcc.jobs import enqueue
 from mcc.llm.gateway import CancelToken, Gateway, LLMCancelled, LLMError, LLMResult, LLMSettings
 from mcc.logging_setup import job_context
 from mcc.models.agent import Agent
@@ -34,6 +33,7 @@ from mcc.runtime.feed import publish_message
 from mcc.pipeline import stages
 from mcc.services.notifications import notify
 from mcc.runtime.prompts import build_messages, mentioned_agents
+from mcc.runtime.scheduling import kick
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,6 @@ def announce(message: Message, queued: list[Turn]) -> None:
     outbox.flush()
     if queued:
         kick(message.conversation_id)
-
-
-def kick(conversation_id: uuid.UUID, delay: float | None = None) -> None:
-    """Make sure a worker drives this conversation's queued turns."""
-    enqueue("workers.agent.drive_conversation", str(conversation_id), queue="agent",
-            description=f"drive conversation {conversation_id}: run its queued agent turns", delay=delay)
 
 
 # --- the pump -----------------------------------------------------------------------------------

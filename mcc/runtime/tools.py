@@ -12,6 +12,9 @@ from typing import Callable
 
 import marshmallow as ma
 
+from mcc.github.contents import read_rules
+from mcc.services.tasks import summary
+
 log = logging.getLogger(__name__)
 
 
@@ -118,14 +121,10 @@ def calls_of(tool_log: list | None, limit: int | None = None) -> list[dict]:
 
 def current_task_summary(turn) -> dict | None:
     """The task a turn serves ({id, title}), for agent_status events."""
-    from mcc.services.tasks import summary
-
     return summary(turn.task_id)
 
 
 def rules_text(agent, project) -> str | None:
     """The text of the agent's rules file in the project's repository (read through GitHub at the
     default branch, cached briefly); None without a rules file or when it cannot be read."""
-    from mcc.github.contents import read_rules
-
     return read_rules(project, agent.rules_file_path)

@@ -16,6 +16,7 @@ from mcc.models.types import utcnow
 from mcc.services import audit
 from mcc.services.clock import start_of_today
 from mcc.runtime import cancellation
+from mcc.runtime.engine import cancel_waiting_turns
 from mcc.services.lookup import get_scoped
 from mcc.services.projects import get_project
 
@@ -121,8 +122,6 @@ def reset_agent(project_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
 
     History stays for audit.
     """
-    from mcc.runtime.engine import cancel_waiting_turns
-
     agent = get_agent(project_id, agent_id)
     agent.memory_reset_at = utcnow()
     agent.status = "idle"

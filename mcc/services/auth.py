@@ -25,6 +25,7 @@ from mcc.models.auth import RefreshToken, User
 from mcc.models.types import as_utc, utcnow
 from mcc.secretbox import SealBroken, is_sealed, seal, unseal
 from mcc.services import audit, tokens
+from mcc.services.notifications import notify
 
 log = logging.getLogger(__name__)
 
@@ -329,8 +330,6 @@ def confirm_password(user: User, password: str, client_ip: str) -> None:
 
 
 def two_factor_changed(user: User, what: str) -> None:
-    from mcc.services.notifications import notify
-
     notify("warning", "two_factor_changed", f"Two-factor authentication {what} for {user.username}",
            f"Two-factor authentication was {what} for {user.username}. If this was not you, ask an "
            "administrator to reset it (flask --app wsgi users reset-2fa) and change your password.",

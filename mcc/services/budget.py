@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
 from flask import current_app
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 
 from mcc.errors import NotFound, ValidationFailed
 from mcc.extensions import db
@@ -30,9 +30,11 @@ from mcc.models.github import Issue
 from mcc.models.project import Project
 from mcc.models.task import Task
 from mcc.models.turn import LedgerEntry
-from mcc.services import audit
-from mcc.runtime import cancellation
+from mcc.services import audit, emergency
+from mcc.runtime import cancellation, gate
+from mcc.runtime.tools import specs_for
 from mcc.services import tasks as task_service
+from mcc.services.notifications import notify
 from mcc.services.periods import GRANULARITY, Period, current_period, local_date
 from mcc.services.rollup import add_to_rollup
 
@@ -131,18 +133,6 @@ def delete_limit(limit_id: uuid.UUID) -> None:
     db.session.flush()
 
 
-def delete_limits_of(project_id: uuid.UUID) -> None:
-    """A deleted project takes its limits, and its agents', tasks' and issues' limits, with it."""
-    agent_ids = select(Agent.id).where(Agent.project_id == project_id)
-    task_ids = select(Task.id).where(Task.project_id == project_id)
-    issue_ids = select(Issue.id).where(Issue.project_id == project_id)
-    db.session.execute(delete(BudgetLimit).where(or_(
-        (BudgetLimit.scope_type == "project") & (BudgetLimit.scope_id == project_id),
-        (BudgetLimit.scope_type == "agent") & (BudgetLimit.scope_id.in_(agent_ids)),
-        (BudgetLimit.scope_type == "task") & (BudgetLimit.scope_id.in_(task_ids)),
-        (BudgetLimit.scope_type == "issue") & (BudgetLimit.scope_id.in_(issue_ids)))))
-
-
 # --- scope and spend ------------------------------------------------------------------------------
 
 def scope_label(limit: BudgetLimit) -> str:
@@ -235,10 +225,8 @@ def worst_case_cost(model: str, messages: list[dict], max_tokens: int, tools: li
 
 def _tool_specs(agent_id: uuid.UUID) -> list[dict]:
     """The tool definitions the turn engine sends with this agent's calls (tools.specs_for)."""
-    from mcc.runtime import tools
-
     agent = db.session.get(Agent, agent_id)
-    return tools.specs_for(agent) if agent is not None else []
+    return specs_for(agent) if agent is not None else []
 
 
 @dataclass
@@ -287,7 +275,6 @@ def settle(reservation: Reservation | None, entry: LedgerEntry) -> list[dict]:
 
     Returns the ``budget_alert`` events to publish after the caller commits.
     """
-    from mcc.runtime import gate
 
     limits = (reservation.covering if reservation is not None and reservation.covering is not None
               else covering_limits(entry.project_id, entry.agent_id, entry.task_id))
@@ -317,8 +304,6 @@ def _raise_once(limit: BudgetLimit, period: Period, level: str, spent: Decimal) 
 
 def _alerts_for(limit: BudgetLimit, period: Period, spent: Decimal,
                 settling_turn: uuid.UUID | None = None) -> list[dict]:
-    from mcc.services.notifications import notify
-
     amount = Decimal(limit.amount_usd)
     ratio = float(spent / amount) if amount else 0.0
     events = []
@@ -360,8 +345,6 @@ def _act(limit: BudgetLimit, settling_turn: uuid.UUID | None = None) -> list[dic
     if limit.action_on_exceed != "pause":
         return []
     if limit.scope_type == "global":
-        from mcc.services import emergency
-
         if emergency.state_from_database():
             return []
         result = emergency.pause_all("budget", None, "Budget limit exceeded", triggered_by="system")
@@ -394,8 +377,6 @@ def fail_tasks(limit: BudgetLimit, reason: str) -> int:
     """A task (or issue) whose block limit is reached fails, with a notification: its work stops
     here, the project's other tasks go on. (Chosen over waiting for a person: a blocked task
     cannot move until the limit changes, and `failed` says so plainly.) The caller commits."""
-    from mcc.services.notifications import notify
-
     if limit.scope_type not in ("task", "issue"):
         return 0
     failed = 0
@@ -411,8 +392,6 @@ def fail_tasks(limit: BudgetLimit, reason: str) -> int:
 
 def blocked_agents(agent_ids: list[uuid.UUID], project_id: uuid.UUID) -> list[dict]:
     """Agents whose next call a block limit would refuse now (for 'stored, but blocked' answers)."""
-    from mcc.runtime import gate
-
     blocked = []
     # get(): the responders were just loaded with their conversation, so no query for them.
     for agent in filter(None, (db.session.get(Agent, agent_id) for agent_id in dict.fromkeys(agent_ids))):

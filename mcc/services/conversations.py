@@ -12,6 +12,8 @@ from mcc.models.conversation import Conversation, Message
 from mcc.models.github import Issue
 from mcc.models.types import utcnow
 from mcc.runtime import cancellation
+from mcc.runtime.engine import cancel_waiting_turns, release_held, schedule_for_human_message
+from mcc.services.budget import blocked_agents
 from mcc.services.lookup import get_scoped
 from mcc.services.projects import get_project
 
@@ -67,8 +69,6 @@ def update_conversation(project_id: uuid.UUID, conversation_id: uuid.UUID, data:
     if "title" in data:
         conversation.title = data["title"]
     if "status" in data:
-        from mcc.runtime.engine import cancel_waiting_turns, release_held
-
         conversation.status = data["status"]
         db.session.flush()
         if data["status"] == "completed":
@@ -87,8 +87,6 @@ def set_paused(project_id: uuid.UUID, conversation_id: uuid.UUID, paused: bool) 
 
     The caller commits, then kicks the conversation on resume.
     """
-    from mcc.runtime.engine import release_held
-
     conversation = get_conversation(project_id, conversation_id)
     if conversation.status == "completed":
         raise Conflict("The conversation is completed; reopen it (PATCH status=active) first.")
@@ -116,7 +114,6 @@ def remove_agent(project_id: uuid.UUID, conversation_id: uuid.UUID, agent_id: uu
     remaining = [a for a in conversation.agents if a.id != agent_id]
     if len(remaining) == len(conversation.agents):
         raise ValidationFailed("That agent is not in this conversation.", {"agent_id": ["Not a participant."]})
-    from mcc.runtime.engine import cancel_waiting_turns
 
     conversation.agents = remaining
     # A removed agent no longer answers here: drop its turns still waiting in this conversation.
@@ -133,9 +130,6 @@ def post_message(project_id: uuid.UUID | None, conversation_id: uuid.UUID, user_
     REST and the socket ``send_message`` both come here; the caller commits, then calls
     ``engine.announce(message, queued)``.
     """
-    from mcc.services.budget import blocked_agents
-    from mcc.runtime.engine import schedule_for_human_message
-
     conversation = get_conversation(project_id, conversation_id)
     if conversation.status == "completed":
         raise Conflict("The conversation is completed; reopen it (PATCH status=active) to post.")

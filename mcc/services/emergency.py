@@ -13,6 +13,7 @@ from mcc.models.control import EmergencyEvent
 from mcc.models.conversation import Conversation
 from mcc.models.types import as_utc
 from mcc.services import audit
+from mcc.services.lookup import paginate
 from mcc.runtime import cancellation, gate
 from mcc.services.notifications import notify
 
@@ -79,8 +80,6 @@ def resume_all(actor: str, user_id: uuid.UUID | None) -> dict:
 
 def list_events(page: int, limit: int) -> tuple[list[EmergencyEvent], int]:
     """Every pause and resume, newest first."""
-    from mcc.services.lookup import paginate
-
     return paginate(select(EmergencyEvent), page, limit, EmergencyEvent.created_at.desc(), EmergencyEvent.id.desc())
 
 

@@ -23,13 +23,15 @@ from sqlalchemy import select
 from mcc.errors import ApiError
 from mcc.extensions import db
 from mcc.github import records
-from mcc.github.auth import client_for, is_configured, require_configured
+from mcc.github.auth import auth_mode, client_for, is_configured, require_configured
 from mcc.github.checks import live_checks
+from mcc.github.webhooks import enqueue_processing
 from mcc.jobs import enqueue
 from mcc.models.github import GitHubSyncState, PullRequest, WebhookDelivery
 from mcc.models.project import Project
 from mcc.models.types import utcnow
 from mcc.redis_store import get_redis
+from mcc.secretbox import seal
 from mcc.services import audit
 from mcc.services.lookup import get_scoped
 from mcc.services.notifications import notify
@@ -82,8 +84,6 @@ def schedule_next(project_id: uuid.UUID) -> None:
 
 def sync_all() -> dict:
     """Every active, configured project gets a sync; deliveries stuck in ``received`` are requeued."""
-    from mcc.github.webhooks import enqueue_processing
-
     queued = 0
     for project in db.session.scalars(select(Project).where(Project.is_active.is_(True))):
         if is_configured(project) and request_sync(project.id, "sync-all"):
@@ -207,8 +207,6 @@ def _refresh_open_pull_requests(client, project: Project) -> int:
 
 # --- per-project settings ----------------------------------------------------------------------
 def settings_of(project_id: uuid.UUID) -> dict:
-    from mcc.github.auth import auth_mode
-
     project = get_scoped(Project, project_id, label="Project")
     return {"auth": auth_mode(project), "github_merge_method": project.github_merge_method,
             "allow_merge_without_checks": project.allow_merge_without_checks,
@@ -217,8 +215,6 @@ def settings_of(project_id: uuid.UUID) -> dict:
 
 
 def update_settings(project_id: uuid.UUID, data: dict) -> Project:
-    from mcc.secretbox import seal
-
     project = get_scoped(Project, project_id, label="Project")
     audit.record_update("project", project, data)
     for key, value in data.items():

@@ -5,14 +5,17 @@ import uuid
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from mcc.errors import Forbidden, ValidationFailed
 from mcc.extensions import db
+from mcc.models.agent import Agent
+from mcc.models.budget import BudgetLimit
 from mcc.models.conversation import Conversation
 from mcc.models.github import Issue
 from mcc.models.project import Project
+from mcc.models.task import Task
 from mcc.models.turn import LedgerEntry
 from mcc.services import audit
 from mcc.services.clock import start_of_today
@@ -145,11 +148,22 @@ def update_project(project_id: uuid.UUID, data: dict, user=None) -> Project:
 
 
 def delete_project(project_id: uuid.UUID) -> None:
-    """Delete the project; the database cascades to everything that belongs to it."""
-    from mcc.services.budget import delete_limits_of
-
+    """Delete the project; the database cascades to everything that belongs to it, and its budget
+    limits (scoped by id, not by foreign key) are deleted here."""
     project = get_project(project_id)
-    delete_limits_of(project.id)
+    _delete_budget_limits(project.id)
     audit.record("project.deleted", "project", project.id, {"name": project.name, "github_repo": project.github_repo})
     db.session.delete(project)
     db.session.flush()
+
+
+def _delete_budget_limits(project_id: uuid.UUID) -> None:
+    """The limits of the project, and of its agents, tasks and issues."""
+    agent_ids = select(Agent.id).where(Agent.project_id == project_id)
+    task_ids = select(Task.id).where(Task.project_id == project_id)
+    issue_ids = select(Issue.id).where(Issue.project_id == project_id)
+    db.session.execute(delete(BudgetLimit).where(or_(
+        (BudgetLimit.scope_type == "project") & (BudgetLimit.scope_id == project_id),
+        (BudgetLimit.scope_type == "agent") & (BudgetLimit.scope_id.in_(agent_ids)),
+        (BudgetLimit.scope_type == "task") & (BudgetLimit.scope_id.in_(task_ids)),
+        (BudgetLimit.scope_type == "issue") & (BudgetLimit.scope_id.in_(issue_ids)))))

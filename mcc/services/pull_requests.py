@@ -17,6 +17,7 @@ from mcc.models.github import Issue, PullRequest, PullRequestReview
 from mcc.models.project import Project
 from mcc.models.task import Task
 from mcc.models.types import utcnow
+from mcc.pipeline import stages
 from mcc.services import audit
 from mcc.services.github_sync import note_github_failure
 from mcc.services.lookup import get_scoped
@@ -117,7 +118,7 @@ def approve(project_id: uuid.UUID, pull_request_id: uuid.UUID, user) -> PullRequ
     audit.record("pull_request.merged", "pull_request", pr.id,
                  {"project_id": project.id, "number": number, "merge_commit_sha": pr.merge_commit_sha,
                   "merge_method": project.github_merge_method})
-    pipeline().on_pull_request_merged(pr, user)  # completes the linked task (docs/pipeline.md)
+    stages.on_pull_request_merged(pr, user)  # completes the linked task (docs/pipeline.md)
     return with_links([pr])[0]
 
 
@@ -146,14 +147,8 @@ def reject(project_id: uuid.UUID, pull_request_id: uuid.UUID, user, feedback: st
     db.session.flush()
     audit.record("pull_request.rejected", "pull_request", pr.id,
                  {"project_id": project.id, "number": number, "feedback": feedback[:500], "posted_as": kind})
-    pipeline().on_pull_request_rejected(pr, user, feedback)  # the task goes back to its coder
+    stages.on_pull_request_rejected(pr, user, feedback)  # the task goes back to its coder
     return with_links([pr])[0]
-
-
-def pipeline():
-    from mcc.pipeline import stages as module  # imported late: the pipeline imports half of MCC
-
-    return module
 
 
 def _record_rejection(pr: PullRequest, user, feedback: str, kind: str, posted: dict) -> None:

@@ -22,6 +22,7 @@ from mcc.models.task import Task, TaskTransition
 from mcc.models.types import utcnow
 from mcc.services import outbox
 from mcc.services.lookup import get_scoped
+from mcc.services.notifications import notify
 from mcc.services.projects import get_project
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,6 @@ def transition(task: Task, to: str, *, actor_type: str, actor_id=None, actor_nam
 
 
 def _exhausted(task: Task, reason: str | None) -> Task:
-    from mcc.services.notifications import notify
-
     limit = current_app.config["MCC_MAX_TASK_ATTEMPTS"]
     db.session.add(TaskTransition(task_id=task.id, from_status="in_progress", to_status="failed",
                                   actor_type="system", reason=f"{limit} attempts used"))
