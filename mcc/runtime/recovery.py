@@ -25,6 +25,7 @@ from mcc.models.types import utcnow
 from mcc.periodic import run_due_in_process
 from mcc.redis_store import get_redis
 from mcc.runtime import engine, gate
+from mcc.runtime.scheduling import kick
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def reap_abandoned() -> list[uuid.UUID]:
             publish_agent_status(agent, None)
             to_kick.append(turn.conversation_id)
     for conversation_id in dict.fromkeys(to_kick):
-        engine.kick(conversation_id)
+        kick(conversation_id)
     _kick_stranded()
     return to_kick
 
@@ -127,4 +128,4 @@ def _kick_stranded() -> None:
             continue  # a pump is on it, or a dead one's lock has yet to expire
         if gate.once_per(f"kick:{conversation_id}", quiet):
             log.info("conversation %s has queued turns and no pump; kicking it", conversation_id)
-            engine.kick(conversation_id)
+            kick(conversation_id)
