@@ -106,22 +106,33 @@ class CallWatch:
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"cancel-watch-{call_id}")
 
     def __enter__(self):
+        # Once before the call leaves: a pause-all that came between the gate and here marked this
+        # call, and pause-all returns within 50 ms; the first poll would only see it after sending.
+        self._look(warned=False)
         self.thread.start()
         return self
+
+    def _look(self, warned: bool) -> bool | None:
+        """Cancel the token if the call or its turn is marked, or the emergency flag is up.
+        True when cancelled; None when the marks could not be read."""
+        try:
+            emergency, reason = gate.cancel_marks(self.marks)
+        except Exception:  # Redis down: the call runs on; the gate still refuses new ones
+            if not warned:
+                log.warning("cancel watch could not read the marks", exc_info=True)
+            return None
+        if reason or emergency:
+            self.token.cancel(reason or emergency_reason(emergency))
+            return True
+        return False
 
     def _run(self):
         warned = False
         with self.app.app_context():
-            while not self.stopped.wait(self.interval):
-                try:
-                    emergency, reason = gate.cancel_marks(self.marks)
-                except Exception:  # Redis down: the call runs on; the gate still refuses new ones
-                    if not warned:
-                        log.warning("cancel watch could not read the marks", exc_info=True)
-                        warned = True
-                    continue
-                if reason or emergency:
-                    self.token.cancel(reason or emergency_reason(emergency))
+            while not self.token.reason and not self.stopped.wait(self.interval):
+                seen = self._look(warned)
+                warned = warned or seen is None
+                if seen:
                     return
 
     def __exit__(self, *exc):

@@ -168,3 +168,33 @@ def test_a_block_reached_by_another_calls_settlement_closes_the_calls_in_flight(
     # The gate refuses anything new under the reached limit.
     runtime.post(streams["project"], streams["conversations"]["Slow1"], "again")
     runtime.wait_for(lambda: [t for t in turns_of(app, streams["conversations"]["Slow1"]) if t.status == "failed"])
+
+
+def test_a_call_marked_between_the_gate_and_the_send_never_leaves(app):
+    """Pause-all lands after a call passed the gate but before it was sent: the call watch sees the
+    mark on entry, so the gateway refuses to send (no wait for the first poll)."""
+    from mcc.llm.gateway import CancelToken
+    from mcc.runtime import cancellation, gate
+
+    with app.app_context():
+        app.config["MCC_CANCEL_POLL_SECONDS"] = 60  # no poll within this test: only the entry check
+        call_id = gate.acquire_llm_call(lambda: None, [], lambda i: 0)
+        assert call_id is not None
+        turn_id = uuid.uuid4()
+        in_flight, marked = gate.set_emergency_flag({"reason": "test", "triggered_by": "user"},
+                                                    cancel_reason=cancellation.reason_of(cancellation.PAUSE, "test"))
+        try:
+            assert (in_flight, marked) == (1, 1)
+            token = CancelToken()
+            with cancellation.CallWatch(call_id, turn_id, token):
+                assert token.reason is not None and "test" in token.reason
+            untouched = CancelToken()  # a call the pause did not mark, with the flag cleared
+            gate.set_emergency_flag(None)
+            other = gate.acquire_llm_call(lambda: None, [], lambda i: 0)
+            with cancellation.CallWatch(other, uuid.uuid4(), untouched):
+                assert untouched.reason is None
+            gate.release_llm_call(other)
+        finally:
+            gate.set_emergency_flag(None)
+            gate.release_llm_call(call_id)
+
