@@ -231,16 +231,18 @@ def _step(conversation_id: uuid.UUID, conversation_lock) -> str:
     if agent_lock is None:
         return "agent_busy"
     try:
+        # The agent's row first, then the turn's: the order an agent reset locks them in.
+        agent.status = "working"
+        db.session.flush()
         claimed = db.session.execute(
             update(Turn).where(Turn.id == turn.id, Turn.status == "queued")
             .values(status="running", attempts=Turn.attempts + 1, started_at=utcnow())
             .returning(Turn.attempts, Turn.started_at).execution_options(synchronize_session=False)).first()
         if claimed is None:
-            db.session.commit()
+            db.session.rollback()
             return "ran"  # someone else took it; look again
         for name, value in (("status", "running"), ("attempts", claimed.attempts), ("started_at", claimed.started_at)):
             set_committed_value(turn, name, value)
-        agent.status = "working"
         # The claim and the agent's status in one transaction; what this step loaded stays loaded
         # (the turn's rows are this worker's now; the conversation's status is read before each call).
         commit_keeping_loaded()
@@ -281,7 +283,7 @@ def _count_spend(conversation: Conversation, entry: LedgerEntry, reservation) ->
     """After the row's commit: the reservation released, the spend counted; alerts (and their
     actions) committed and out."""
     alerts = budget.settle(reservation, entry) + breakers.check_velocity(conversation.project_id)
-    commit_keeping_loaded()
+    db.session.commit()  # expires: what runs next (tools, the next call) reads what others changed meanwhile
     for alert in alerts:
         publish(alert["event"], alert["data"], alert.get("room"))
 
@@ -291,7 +293,7 @@ def _settle_call(turn: Turn, conversation: Conversation, agent: Agent, call_inde
     """A call that did not end the turn: on record in its own transaction (a call that cost money
     is on record whatever follows), then counted."""
     entry = _add_ledger_row(turn, conversation, agent, call_index, result)
-    commit_keeping_loaded()
+    db.session.commit()
     _count_spend(conversation, entry, reservation)
     return entry
 
@@ -448,6 +450,7 @@ def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResu
     entry = _add_ledger_row(turn, conversation, agent, call_index, last, replies=1)
     try:
         reply, notices = _store_reply(turn, conversation, agent, last, entry, steps_done)
+        commit_keeping_loaded()  # what is announced next is what was stored, without a reload
     except Exception:
         db.session.rollback()
         outbox.discard()
@@ -455,14 +458,13 @@ def _succeed(turn: Turn, conversation: Conversation, agent: Agent, last: LLMResu
         db.session.commit()
         _count_spend(conversation, entry, reservation)
         raise
-    commit_keeping_loaded()  # the pump ends the session next; what is announced is what was stored
     outbox.flush()
-    _count_spend(conversation, entry, reservation)
-    publish_message(reply)
+    publish_message(reply)  # before counting the spend: a failure there must not hide a stored reply
     for notice in notices:
         publish_message(notice)
     log.info("turn %s of %s answered (%s in / %s out tokens, $%s%s)", turn.id, agent.name, reply.tokens_in,
              reply.tokens_out, reply.cost_usd, ", simulated" if last.simulated else "")
+    _count_spend(conversation, entry, reservation)
 
 
 def _turn_totals(turn: Turn, last: LedgerEntry) -> tuple[int, int, Decimal, bool]:
@@ -496,6 +498,8 @@ def _store_reply(turn: Turn, conversation: Conversation, agent: Agent, last: LLM
     db.session.flush()  # before the turn points at it
     turn.status, turn.reply_message_id, turn.finished_at, turn.error = "succeeded", reply.id, utcnow(), None
     agent.status = "idle"
+    if "@" in reply.content:  # hand-offs go to the conversation's agents and status as they are now
+        db.session.expire(conversation, ["agents", "status"])
     handoffs = mentioned_agents(reply.content, conversation.agents, exclude=agent)
     new_turns, notices = _add_turns(conversation, handoffs, turn.chain_id, turn.depth + 1, reply, turn.task_id)
     if new_turns and _held_reason(conversation):

@@ -234,9 +234,6 @@ class Reservation:
     limits: list[BudgetLimit] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     amount_micro: int = 0
-    # Every limit covering the call when it was reserved (alert-only ones too): its settlement
-    # counts the spend against them without reading the limits again.
-    covering: list[BudgetLimit] | None = None
 
 
 def plan_reservation(project_id: uuid.UUID, agent_id: uuid.UUID, model: str, messages: list[dict],
@@ -245,8 +242,8 @@ def plan_reservation(project_id: uuid.UUID, agent_id: uuid.UUID, model: str, mes
     """The block limits this call must fit in, with their counter keys and amounts."""
     amount = to_micro(worst_case_cost(model, messages, max_tokens, _tool_specs(agent_id)))
     checks = []
-    reservation = Reservation(amount_micro=amount, covering=covering_limits(project_id, agent_id, task_id))
-    for limit in reservation.covering:
+    reservation = Reservation(amount_micro=amount)
+    for limit in covering_limits(project_id, agent_id, task_id):
         if limit.action_on_exceed != "block":
             continue
         period = limit_period(limit)
@@ -276,8 +273,8 @@ def settle(reservation: Reservation | None, entry: LedgerEntry) -> list[dict]:
     Returns the ``budget_alert`` events to publish after the caller commits.
     """
 
-    limits = (reservation.covering if reservation is not None and reservation.covering is not None
-              else covering_limits(entry.project_id, entry.agent_id, entry.task_id))
+    # Read again, not taken from the reservation: a limit changed during the call counts as it is now.
+    limits = covering_limits(entry.project_id, entry.agent_id, entry.task_id)
     spend_keys = []
     for limit in limits:
         period = limit_period(limit, entry.created_at)

@@ -99,6 +99,26 @@ def test_a_reply_that_mentions_another_agent_hands_over_to_it(runtime, llm, app)
     assert len(llm.calls) == 2 and len(agent_replies(runtime, team)) == 2
 
 
+def test_no_hand_off_to_an_agent_removed_from_the_conversation_during_the_call(runtime, llm, app):
+    """Cody leaves the conversation while the architect's call runs; the reply's @Cody queues no turn."""
+    from mcc.models.turn import Turn
+
+    team = make_team(app, ("Senior Architect", "architect", SONNET), ("Cody", "coder", SONNET))
+    llm.responder = lambda body: Step(content="@Cody please implement it", delay=1.5,
+                                      usage={"prompt_tokens": 10, "completion_tokens": 5})
+    runtime.post(team["project"], team["conversation"], "@architect design the login")
+    runtime.wait_for(lambda: llm.calls, interval=0.05)  # the call is under way
+    removed = runtime.api("DELETE", f"/projects/{team['project']}/conversations/{team['conversation']}"
+                                    f"/agents/{team['agents']['Cody']}")
+    assert removed.status_code in (200, 204), removed.text
+    [reply] = runtime.wait_for(lambda: agent_replies(runtime, team))
+    assert reply["agent"]["name"] == "Senior Architect"
+    time.sleep(1)
+    turns = db_rows(app, Turn, conversation_id=uuid.UUID(team["conversation"]))
+    assert [t.agent_id for t in turns] == [uuid.UUID(team["agents"]["Senior Architect"])]
+    assert len(llm.calls) == 1
+
+
 def _ping_pong(body) -> Step:
     """Each agent hands over to the other: a chain that never ends by itself."""
     other = "Pong" if who_is_asked(body) == "Ping" else "Ping"
