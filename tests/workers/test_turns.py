@@ -1,6 +1,7 @@
 """Agent turns run by real RQ workers against the LLM stub."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -13,6 +14,29 @@ from tests.workers.conftest import make_team
 pytestmark = pytest.mark.live
 
 SONNET = "anthropic/claude-3.5-sonnet"
+
+
+@contextlib.contextmanager
+def refusing_trigger(app, name: str, table: str, when: str):
+    """A PostgreSQL trigger refusing some writes to ``table`` (a real failure, injected in the
+    database), dropped afterwards: the test database outlives the test."""
+    from sqlalchemy import text
+
+    from mcc.extensions import db
+
+    with app.app_context():
+        db.session.execute(text(f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN "
+                                "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"))
+        db.session.execute(text(f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW "
+                                f"WHEN ({when}) EXECUTE FUNCTION {name}()"))
+        db.session.commit()
+    try:
+        yield
+    finally:
+        with app.app_context():
+            db.session.execute(text(f"DROP TRIGGER IF EXISTS {name} ON {table}"))
+            db.session.execute(text(f"DROP FUNCTION IF EXISTS {name}()"))
+            db.session.commit()
 
 
 def test_a_message_is_answered_with_tokens_and_cost_recorded(runtime, llm, app):
@@ -273,24 +297,15 @@ def test_a_turn_that_finally_fails_says_why_marks_the_agent_error_and_emits_erro
 def test_a_reply_that_cannot_be_stored_leaves_its_call_on_the_ledger_and_fails_the_turn(runtime, llm, app):
     """The last call's ledger row and the reply share a transaction; if the reply cannot be stored
     (here PostgreSQL refuses it through a trigger), the row is committed alone and the turn fails."""
-    from sqlalchemy import text
-
-    from mcc.extensions import db
     from mcc.models.budget import CostDaily
     from mcc.models.turn import LedgerEntry, Turn
 
-    with app.app_context():
-        db.session.execute(text(
-            "CREATE FUNCTION refuse_unstorable() RETURNS trigger AS $$ BEGIN "
-            "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"))
-        db.session.execute(text(
-            "CREATE TRIGGER refuse_unstorable BEFORE INSERT ON messages FOR EACH ROW "
-            "WHEN (NEW.author_type = 'agent' AND NEW.content LIKE 'UNSTORABLE%') EXECUTE FUNCTION refuse_unstorable()"))
-        db.session.commit()
     team = make_team(app, ("Ada", "architect", SONNET))
     llm.script = [Step(content="UNSTORABLE answer", usage={"prompt_tokens": 1000, "completion_tokens": 500})]
-    runtime.post(team["project"], team["conversation"], "hi")
-    [note] = runtime.wait_for(lambda: system_notes(runtime, team))
+    with refusing_trigger(app, "refuse_unstorable", "messages",
+                          "NEW.author_type = 'agent' AND NEW.content LIKE 'UNSTORABLE%'"):
+        runtime.post(team["project"], team["conversation"], "hi")
+        [note] = runtime.wait_for(lambda: system_notes(runtime, team))
     assert note["content"].startswith("Ada could not answer: internal error (")
     assert not agent_replies(runtime, team)
     [entry] = db_rows(app, LedgerEntry, conversation_id=uuid.UUID(team["conversation"]))
@@ -308,24 +323,14 @@ def test_an_error_after_a_turn_has_ended_leaves_its_record_as_it_is(start_runtim
     """The answer is committed, then counting its spend fails (the velocity breaker's pause of the
     conversation is refused by PostgreSQL through a trigger): the turn stays succeeded with its one
     reply, and no 'could not answer' note contradicts it."""
-    from sqlalchemy import text
-
-    from mcc.extensions import db
     from mcc.models.turn import Turn
 
-    with app.app_context():
-        db.session.execute(text(
-            "CREATE FUNCTION refuse_pause() RETURNS trigger AS $$ BEGIN "
-            "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"))
-        db.session.execute(text(
-            "CREATE TRIGGER refuse_pause BEFORE UPDATE ON conversations FOR EACH ROW "
-            "WHEN (NEW.status = 'paused') EXECUTE FUNCTION refuse_pause()"))
-        db.session.commit()
     runtime = start_runtime(MCC_VELOCITY_LIMIT="0.001 per 10 minutes")
     team = make_team(app, ("Ada", "architect", SONNET))
-    runtime.post(team["project"], team["conversation"], "hi")  # $0.0105: over the velocity limit
-    [reply] = runtime.wait_for(lambda: agent_replies(runtime, team))
-    runtime.wait_for(lambda: "had already ended succeeded" in runtime.logs())
+    with refusing_trigger(app, "refuse_pause", "conversations", "NEW.status = 'paused'"):
+        runtime.post(team["project"], team["conversation"], "hi")  # $0.0105: over the velocity limit
+        [reply] = runtime.wait_for(lambda: agent_replies(runtime, team))
+        runtime.wait_for(lambda: "had already ended succeeded" in runtime.logs())
     [turn] = db_rows(app, Turn, conversation_id=uuid.UUID(team["conversation"]))
     assert turn.status == "succeeded" and turn.reply_message_id == uuid.UUID(reply["id"])
     assert not system_notes(runtime, team)
