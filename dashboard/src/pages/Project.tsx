@@ -255,7 +255,7 @@ function Issues({ base }: { base: string }) {
   const action = useAction();
   const start = (issue: any) => action.run(async () => {
     const started = await api("POST", `${base}/issues/${issue.id}/start`);
-    navigate(`${base}/conversations/${started.conversation_id}`);
+    navigate(`${base}/conversations/${started.id}`);  // the 202 body is the new conversation
   });
   return (
     <section class="card">
