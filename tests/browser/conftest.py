@@ -12,6 +12,11 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
+# Playwright's 5 s default for expect() is tight for a login plus a socket connect on 2 shared
+# cores under a full test run (a 2FA login test failed once that way). Checks that measure
+# latency (pause seen within 1 s) pass their own timeout.
+expect.set_options(timeout=15_000)
+
 from tests.factories import PASSWORD, make_user
 from tests.github.conftest import fake_github, rsa_keys  # noqa: F401  (fixtures)
 from tests.live import ROOT
