@@ -43,8 +43,6 @@ import psycopg2  # noqa: E402
 import redis as redis_lib  # noqa: E402
 import requests  # noqa: E402
 import socketio  # noqa: E402
-from rq import Queue  # noqa: E402
-from rq.serializers import JSONSerializer  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench._common import WebProcess, with_app  # noqa: E402
