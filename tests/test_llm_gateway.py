@@ -43,6 +43,7 @@ def test_a_request_is_an_openai_chat_completion(stub):
     assert call.body == {"model": SONNET, "messages": MESSAGES, "temperature": 0.3, "max_tokens": 800,
                          "stream": True, "stream_options": {"include_usage": True}}
     assert (result.content, result.tokens_in, result.tokens_out) == ("ok", 1000, 500)
+    assert call.finished.wait(5), "the stub never finished the stream"
     assert call.completed and call.closed_at is None
     assert result.simulated is False and result.tool_calls == []
 
@@ -239,10 +240,7 @@ def test_cancelling_closes_the_stream_at_once_and_keeps_what_came(stub):
     # 3 $/M in, 15 $/M out: the price table on the streamed tokens, marked as an estimate.
     assert partial.cost_source == "estimated" and partial.cost_usd > 0
     stub_call = stub.calls[0]
-    for _ in range(40):  # the stub notices the hang-up at its next write
-        if stub_call.closed_at:
-            break
-        time.sleep(0.05)
+    assert stub_call.finished.wait(2)  # the stub notices the hang-up at its next write
     assert stub_call.closed_at is not None and not stub_call.completed
     assert stub_call.closed_at - started < 1.0
 

@@ -39,6 +39,9 @@ class Call:
     chunks_sent: int = 0
     closed_at: float | None = None  # the client hung up before the end of the stream
     completed: bool = False
+    # Set once the stub has finished with the request (answered to the end or saw the hang-up):
+    # the client may return before that, when it has read the last byte.
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 def _words(text: str) -> list[str]:
@@ -114,6 +117,7 @@ class LLMStub:
                 self.end_headers()
                 self.wfile.write(raw)
                 record.completed = True
+                record.finished.set()
 
             def _stream(self, step: Step, body: dict, record: Call):
                 self.send_response(200)
@@ -143,6 +147,8 @@ class LLMStub:
                 except OSError:  # the client closed the stream
                     record.closed_at = time.time()
                     self.close_connection = True
+                finally:
+                    record.finished.set()
 
             def _chunk(self, data: bytes):
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
