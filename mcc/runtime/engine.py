@@ -314,6 +314,7 @@ def _execute(turn: Turn, conversation: Conversation, agent: Agent) -> None:
     current_task = tools.current_task_summary(turn)
     publish_agent_status(agent, current_task)
     _typing(conversation.id, agent.id, True)
+    attempt = turn.attempts
     try:
         _converse(turn, conversation, agent, project)
     except LLMError as exc:
@@ -322,12 +323,21 @@ def _execute(turn: Turn, conversation: Conversation, agent: Agent) -> None:
         db.session.rollback()  # first: after a failed flush even turn.id cannot be read
         log.exception("turn %s crashed", turn.id)
         outbox.discard()  # nothing the rolled-back work queued may be announced
-        if turn.status != "running":  # (reloaded) it had ended, on record, before the error: keep that
+        # Locked while we decide (agent first, the order a reset takes): the reaper cannot requeue
+        # the turn between this read and our verdict.
+        agent = db.session.get(Agent, turn.agent_id, with_for_update=True, populate_existing=True)
+        db.session.refresh(turn, with_for_update=True)
+        if turn.status != "running":  # it had ended, on record, before the error: keep that
             log.warning("turn %s had already ended %s; the error after its end changes nothing", turn.id,
                         turn.status)
+            db.session.rollback()
+        elif turn.attempts != attempt:  # the reaper gave it up for dead and another worker runs it now
+            log.warning("turn %s is attempt %s elsewhere now; this worker's attempt %s ends without a verdict",
+                        turn.id, turn.attempts, attempt)
+            db.session.rollback()
         else:
-            fail_turn(turn, db.session.get(Conversation, turn.conversation_id),
-                      db.session.get(Agent, turn.agent_id), f"internal error ({type(exc).__name__})")
+            fail_turn(turn, db.session.get(Conversation, turn.conversation_id), agent,
+                      f"internal error ({type(exc).__name__})")
     finally:
         _typing(turn.conversation_id, turn.agent_id, False)
         agent = db.session.get(Agent, turn.agent_id)

@@ -336,6 +336,39 @@ def test_an_error_after_a_turn_has_ended_leaves_its_record_as_it_is(start_runtim
     assert not system_notes(runtime, team)
 
 
+def test_a_crash_after_the_reaper_handed_the_turn_on_gives_no_verdict(start_runtime, llm, app):
+    """The worker's attempt crashes (PostgreSQL refuses its reply) after the turn was given up for
+    dead and claimed again (its ``attempts`` moved on, done here by hand while the call is held at
+    the gateway): the stale attempt must not fail a turn another worker now runs. (Nobody runs it
+    here, so the reaper later finds it abandoned and a third attempt answers.)"""
+    import threading
+
+    from sqlalchemy import update
+
+    from mcc.extensions import db
+    from mcc.models.turn import Turn
+
+    runtime = start_runtime(MCC_TURN_MAX_ATTEMPTS="3")
+    team = make_team(app, ("Ada", "architect", SONNET))
+    release = threading.Event()
+    llm.script = [Step(content="UNSTORABLE answer", hold=release)]
+    with refusing_trigger(app, "refuse_stale", "messages",
+                          "NEW.author_type = 'agent' AND NEW.content LIKE 'UNSTORABLE%'"):
+        runtime.post(team["project"], team["conversation"], "hi")
+        runtime.wait_for(lambda: llm.calls)
+        with app.app_context():
+            db.session.execute(update(Turn).where(Turn.conversation_id == uuid.UUID(team["conversation"]))
+                               .values(attempts=Turn.attempts + 1))
+            db.session.commit()
+        release.set()
+        runtime.wait_for(lambda: "is attempt 2 elsewhere now" in runtime.logs())
+    [reply] = runtime.wait_for(lambda: agent_replies(runtime, team))
+    assert reply["content"] == "ok"
+    [turn] = db_rows(app, Turn, conversation_id=uuid.UUID(team["conversation"]))
+    assert (turn.status, turn.attempts) == ("succeeded", 3)
+    assert not system_notes(runtime, team)  # no "could not answer" from the stale attempt
+
+
 def test_5xx_exhausting_the_retries_fails_the_turn(start_runtime, llm, app):
     runtime = start_runtime(MCC_LLM_MAX_RETRIES="2")
     team = make_team(app, ("Ada", "architect", SONNET))
