@@ -270,6 +270,21 @@ def _within_reuse_grace(row: RefreshToken) -> bool:
     ).first() is not None
 
 
+def _lock_sessions_of(user_id: str) -> None:
+    """Refresh and logout of one user take turns on the user's row.
+
+    Without it a logout racing a refresh revokes the family's rows it can see, while the refresh's
+    new row, not yet committed, stays live: a session outliving its logout. Under the lock the
+    logout's UPDATE runs after the refresh has committed (and sees its row), or the refresh finds
+    its family closed. The user row comes first, as in ``void_all_tokens``.
+    """
+    try:
+        user_uuid = uuid.UUID(user_id)
+    except ValueError:
+        raise Unauthorized("The account is disabled or does not exist.") from None
+    db.session.execute(select(User.id).where(User.id == user_uuid).with_for_update())
+
+
 def refresh(refresh_token: str) -> dict:
     """New tokens for a refresh token, which is rotated (revoked, linked to its successor).
 
@@ -278,6 +293,7 @@ def refresh(refresh_token: str) -> dict:
     gets a new pair in the same family, so a tab reloaded mid-refresh keeps its session.
     """
     claims = _decode(refresh_token, "refresh")
+    _lock_sessions_of(claims["sub"])
     user = _active_user(claims["sub"])
     row = db.session.get(RefreshToken, claims["jti"])
     if row is None or not token_is_current(user, claims):
@@ -315,6 +331,7 @@ def logout(access_claims: dict, refresh_token: str | None) -> None:
         raise Unauthorized("The refresh token belongs to another user.")
     tokens.revoke(f"jti:{access_claims['jti']}", datetime.fromtimestamp(access_claims["exp"], timezone.utc))
     if claims is not None:
+        _lock_sessions_of(claims["sub"])
         revoke_family(uuid.UUID(claims["fam"]))
 
 

@@ -503,3 +503,51 @@ def test_enabling_and_resetting_two_factor_notify(client):
     titles = [n.title for n in notes]
     assert f"Two-factor authentication enabled for {user.username}" in titles
     assert f"Two-factor authentication reset for {user.username}" in titles
+
+
+def test_a_logout_racing_a_refresh_ends_the_refreshed_session_too(test_env, committed_db, app, tmp_path):
+    """A refresh is inside its transaction (its new refresh token inserted, held there by a slow
+    trigger) when the same session logs out: the refreshed pair must not outlive the logout.
+    Before refresh and logout took turns on the user's row, the logout revoked only the rows it
+    could see, and the new refresh token went on working."""
+    import threading
+
+    import requests
+    from sqlalchemy import text
+
+    from tests.live import start_web
+
+    with app.app_context():
+        username = make_user("operator").username
+    web, base = start_web(test_env, tmp_path / "web.log")
+    try:
+        first = requests.post(f"{base}/api/v1/auth/login", json={"username": username, "password": PASSWORD},
+                              timeout=10).json()
+        with app.app_context():
+            committed_db.session.execute(text(
+                "CREATE FUNCTION slow_refresh() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(1.5); "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"))
+            committed_db.session.execute(text(
+                "CREATE TRIGGER slow_refresh BEFORE INSERT ON refresh_tokens FOR EACH ROW EXECUTE FUNCTION slow_refresh()"))
+            committed_db.session.commit()
+        try:
+            refreshed = {}
+            refreshing = threading.Thread(target=lambda: refreshed.update(response=requests.post(
+                f"{base}/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}, timeout=30)))
+            refreshing.start()
+            time.sleep(0.5)  # the refresh is in its trigger's sleep now
+            logout = requests.post(f"{base}/api/v1/auth/logout", json={"refresh_token": first["refresh_token"]},
+                                   headers=bearer(first["access_token"]), timeout=30)
+            refreshing.join(30)
+        finally:
+            with app.app_context():
+                committed_db.session.execute(text("DROP TRIGGER IF EXISTS slow_refresh ON refresh_tokens"))
+                committed_db.session.execute(text("DROP FUNCTION IF EXISTS slow_refresh()"))
+                committed_db.session.commit()
+        assert logout.status_code == 204
+        assert refreshed["response"].status_code == 200  # it began before the logout: it was answered
+        again = requests.post(f"{base}/api/v1/auth/refresh",
+                              json={"refresh_token": refreshed["response"].json()["refresh_token"]}, timeout=10)
+        assert again.status_code == 401, again.text
+    finally:
+        web.stop()
