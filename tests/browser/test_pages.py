@@ -42,6 +42,23 @@ def test_agent_reply_appears_live_and_hostile_strings_render_as_text(stack, app,
     assert dialogs == [] and page.errors == []
 
 
+def test_spend_on_the_overview_and_project_pages_follows_a_finished_turn_without_reload(stack, app, llm):
+    """1,000 tokens in and 500 out of claude-3.5-sonnet cost $0.0105: both pages show it once the
+    agent stops working, with no reload."""
+    team = make_team(app, ("Ada", "architect", "anthropic/claude-3.5-sonnet"))
+    agent = team["agents"]["Ada"]
+    overview = stack.logged_in("operator", "/")
+    project = stack.logged_in("operator", f"/projects/{team['project']}")
+    for page in (overview, project):
+        expect(page.get_by_test_id(f"agent-cost-{agent}")).to_have_text("$0.00")
+    expect(overview.get_by_test_id(f"project-cost-{team['project']}")).to_have_text("today $0.00")
+    stack.post(team["project"], team["conversation"], "Plan the login page")
+    for page in (overview, project):
+        expect(page.get_by_test_id(f"agent-cost-{agent}")).to_have_text("$0.0105")
+    expect(overview.get_by_test_id(f"project-cost-{team['project']}")).to_have_text("today $0.0105")
+    assert overview.errors == [] and project.errors == []
+
+
 def _project_with_prs(app, fake_github, title: str = XSS) -> tuple[str, dict]:
     """A project whose repository on the fake GitHub has two open pull requests: checks failing, passing."""
     from mcc.extensions import db

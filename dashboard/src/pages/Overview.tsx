@@ -1,4 +1,5 @@
 // `/`: every project with today's cost and agent counts; every agent's live status and task.
+import { useState } from "preact/hooks";
 import { api } from "../api";
 import { useLive } from "../live";
 import { ErrorBox, Link, useLoad, usd } from "../ui";
@@ -33,6 +34,15 @@ async function loadOverview() {
   return details;
 }
 
+/** Spend changes when a turn ends, and the API pushes no cost event: when an agent stops working
+ *  (`agent_status` other than `working`, sent after the turn's ledger rows are committed), read
+ *  its spend, and its project's, again. */
+export function settledSpend(event: { agent_id: string; status: string }, projectId: string | undefined) {
+  if (event.status === "working" || !projectId) return null;
+  return Promise.all([api("GET", `/projects/${projectId}`),
+                      api("GET", `/projects/${projectId}/agents/${event.agent_id}`)]);
+}
+
 export function AgentRow({ agent, task }: { agent: Agent; task?: TaskRef | null }) {
   return (
     <tr data-testid={`agent-${agent.id}`}>
@@ -40,13 +50,14 @@ export function AgentRow({ agent, task }: { agent: Agent; task?: TaskRef | null 
       <td>{agent.type}</td>
       <td><span class={"status " + agent.status} data-testid={`agent-status-${agent.id}`}>{agent.status}</span></td>
       <td data-testid={`agent-task-${agent.id}`}>{task ? task.title : "—"}</td>
-      <td class="num">{usd(agent.stats.cost_today)}</td>
+      <td class="num" data-testid={`agent-cost-${agent.id}`}>{usd(agent.stats.cost_today)}</td>
     </tr>
   );
 }
 
 export function Overview() {
   const { data, setData, error } = useLoad(loadOverview, []);
+  const [spendError, setSpendError] = useState<unknown>(null);
   useLive("agent_status", (event) => {
     if (!data) return;
     setData(data.map((entry) => {
@@ -55,11 +66,18 @@ export function Overview() {
                agents: entry.agents.map((a) => (a.id === event.agent_id ? { ...a, status: event.status } : a)),
                current: { ...entry.current, [event.agent_id]: event.current_task } };
     }));
+    const owner = data.find((entry) => entry.agents.some((a) => a.id === event.agent_id));
+    settledSpend(event, owner?.project.id)?.then(([project, agent]) => {
+      setSpendError(null);
+      setData((now) => now && now.map((entry) => entry.project.id !== project.id ? entry : {
+        ...entry, project: { ...entry.project, stats: project.stats },
+        agents: entry.agents.map((a) => (a.id === agent.id ? { ...a, stats: agent.stats } : a)) }));
+    }, setSpendError);
   });
   return (
     <main>
       <h1>Projects</h1>
-      <ErrorBox error={error} />
+      <ErrorBox error={error || spendError} />
       {data && data.length === 0 && <p class="muted">No projects yet (create one with POST /api/v1/projects).</p>}
       {data?.map(({ project, agents, current }) => {
         const working = agents.filter((a) => a.status === "working").length;
@@ -67,7 +85,7 @@ export function Overview() {
           <section class="card" data-testid={`project-${project.id}`} key={project.id}>
             <h2><Link href={`/projects/${project.id}`}>{project.name}</Link> <span class="muted">{project.github_repo}</span></h2>
             <p class="stats">
-              <span>today {usd(project.stats.today_cost)}</span>
+              <span data-testid={`project-cost-${project.id}`}>today {usd(project.stats.today_cost)}</span>
               <span>{agents.length} agents, {working} working</span>
               <span>{project.stats.open_issues} open issues</span>
               <span>{project.stats.active_conversations} active conversations</span>

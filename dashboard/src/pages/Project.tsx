@@ -3,7 +3,7 @@ import { useState } from "preact/hooks";
 import { api, can } from "../api";
 import { useLive } from "../live";
 import { Dialog, ErrorBox, Link, Meter, navigate, useAction, useLoad, usd } from "../ui";
-import { Agent, AgentRow, currentTasks } from "./Overview";
+import { Agent, AgentRow, currentTasks, settledSpend } from "./Overview";
 
 const STATUSES = ["pending", "in_progress", "testing", "review", "completed", "failed"];
 const AGENT_TYPES = ["architect", "coder", "tester", "reviewer", "orchestrator"];
@@ -17,7 +17,7 @@ export function Project({ projectId }: { projectId: string }) {
       {project.data && (
         <h1>{project.data.name} <span class="muted">{project.data.github_repo}</span></h1>
       )}
-      <Agents base={base} />
+      <Agents base={base} projectId={projectId} />
       <TaskBoard base={base} />
       <PullRequests base={base} />
       <div class="columns">
@@ -28,23 +28,29 @@ export function Project({ projectId }: { projectId: string }) {
   );
 }
 
-function Agents({ base }: { base: string }) {
+function Agents({ base, projectId }: { base: string; projectId: string }) {
   const agents = useLoad(() => api("GET", `${base}/agents?limit=100`), [base]);
   const tasks = useLoad(() => api("GET", `${base}/tasks?limit=100`), [base]);
   const [current, setCurrent] = useState<Record<string, any>>({});
   const [editing, setEditing] = useState<Agent | "new" | null>(null);
   const action = useAction();
+  const [spendError, setSpendError] = useState<unknown>(null);
   useLive("agent_status", (event) => {
     if (!agents.data?.items.some((a: Agent) => a.id === event.agent_id)) return;
     agents.setData({ ...agents.data, items: agents.data.items.map((a: Agent) =>
       a.id === event.agent_id ? { ...a, status: event.status } : a) });
     setCurrent({ ...current, [event.agent_id]: event.current_task });
+    settledSpend(event, projectId)?.then(([, fresh]) => {
+      setSpendError(null);
+      agents.setData((now: any) => now && { ...now, items: now.items.map((a: Agent) =>
+        a.id === fresh.id ? { ...a, stats: fresh.stats } : a) });
+    }, setSpendError);
   });
   const known = tasks.data ? currentTasks(tasks.data.items) : {};
   return (
     <section class="card">
       <h2>Agents {can("operator") && <button data-testid="agent-new" onClick={() => setEditing("new")}>New agent</button>}</h2>
-      <ErrorBox error={agents.error || action.error} />
+      <ErrorBox error={agents.error || action.error || spendError} />
       <table>
         <thead><tr><th>agent</th><th>type</th><th>status</th><th>current task</th><th class="num">today</th>
           <th>model</th>{can("operator") && <th />}</tr></thead>
