@@ -101,6 +101,8 @@ VARIABLES: list[tuple[str, str, str]] = [
     ("MCC_GITHUB_WEBHOOK_CONCURRENCY", "4",
      "webhook requests one web process reads and verifies at once; more wait up to 5 s, then 503"),
     ("MCC_GITHUB_WEBHOOK_MAX_BYTES", "26214400", "largest accepted webhook body (GitHub caps payloads at 25 MB)"),
+    ("MCC_GITHUB_WEBHOOK_READ_SECONDS", "10",
+     "seconds a webhook body may take to arrive once its slot is taken; slower: 408 and the slot is freed"),
     ("MCC_GITHUB_TIMEOUT", "30", "seconds one GitHub API request may take"),
     ("MCC_GITHUB_MAX_RETRIES", "3", "retries of GitHub 5xx and connection failures (exponential backoff)"),
     ("MCC_GITHUB_BACKOFF_BASE", "1", "first backoff in seconds (doubles each retry)"),
@@ -187,7 +189,7 @@ class ConfigError(RuntimeError):
 ASYNC_MODES = ("gevent", "threading")
 
 
-def _gevent_patched() -> bool:
+def gevent_patched() -> bool:
     import sys
 
     if "gevent" not in sys.modules:
@@ -205,7 +207,7 @@ def _async_mode(value: str | None) -> str:
     if value and value not in ASYNC_MODES:
         raise ConfigError(f"MCC_SOCKETIO_ASYNC_MODE={value!r} is not supported: use one of {', '.join(ASYNC_MODES)}, "
                           "or leave it unset (it follows the gunicorn worker class).")
-    patched = _gevent_patched()
+    patched = gevent_patched()
     mode = "gevent" if patched else "threading"
     serving = os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn")
     if value and value != mode and (patched or serving):
@@ -355,6 +357,7 @@ def load_config(env: dict | None = None) -> dict:
         "MCC_GITHUB_WEBHOOK_RATE_LIMIT": env.get("MCC_GITHUB_WEBHOOK_RATE_LIMIT", "1000 per minute"),
         "MCC_GITHUB_WEBHOOK_CONCURRENCY": int(env.get("MCC_GITHUB_WEBHOOK_CONCURRENCY", 4)),
         "MCC_GITHUB_WEBHOOK_MAX_BYTES": int(env.get("MCC_GITHUB_WEBHOOK_MAX_BYTES", 25 * 1024 * 1024)),
+        "MCC_GITHUB_WEBHOOK_READ_SECONDS": float(env.get("MCC_GITHUB_WEBHOOK_READ_SECONDS", 10)),
         "MCC_GITHUB_TIMEOUT": float(env.get("MCC_GITHUB_TIMEOUT", 30)),
         "MCC_GITHUB_MAX_RETRIES": int(env.get("MCC_GITHUB_MAX_RETRIES", 3)),
         "MCC_GITHUB_BACKOFF_BASE": float(env.get("MCC_GITHUB_BACKOFF_BASE", 1)),

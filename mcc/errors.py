@@ -23,6 +23,7 @@ STATUS_CODES = {
     403: "FORBIDDEN",
     404: "RESOURCE_NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     414: "URI_TOO_LONG",
@@ -62,6 +63,10 @@ class TwoFactorRequired(ApiError):
 
 class NotFound(ApiError):
     status, code = 404, "RESOURCE_NOT_FOUND"
+
+
+class RequestTimeout(ApiError):
+    status, code = 408, "REQUEST_TIMEOUT"
 
 
 class Conflict(ApiError):

@@ -51,6 +51,7 @@ def _receive(project_id=None):
 _ERRORS = (
     (401, "missing or wrong X-Hub-Signature-256, or a project secret signing another repository's or an "
           "installation event; nothing stored"),
+    (408, "the body took longer than MCC_GITHUB_WEBHOOK_READ_SECONDS to arrive; nothing stored"),
     (413, "body over MCC_GITHUB_WEBHOOK_MAX_BYTES"),
     (422, "missing X-GitHub-Event / X-GitHub-Delivery, or a body that is not JSON"),
     (503, "no webhook secret configured (MCC refuses unsigned webhooks), or MCC_GITHUB_WEBHOOK_CONCURRENCY "

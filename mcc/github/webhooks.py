@@ -32,7 +32,8 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from mcc.errors import NotFound, ServiceUnavailable, Unauthorized, ValidationFailed
+from mcc.config import gevent_patched
+from mcc.errors import NotFound, RequestTimeout, ServiceUnavailable, Unauthorized, ValidationFailed
 from mcc.extensions import db
 from mcc.github import records
 from mcc.github.handlers import HANDLERS
@@ -103,18 +104,45 @@ def read_signed(stream, signature: str | None, project_id: uuid.UUID | None = No
     """The body of ``stream`` once its signature checks out: one HMAC, computed in one pass.
 
     401 (before reading anything) without a well-formed signature, 401 after reading when it does
-    not match; the body is only returned, never parsed, here."""
+    not match; 408 when the body takes longer than MCC_GITHUB_WEBHOOK_READ_SECONDS to arrive. The
+    body is only returned, never parsed, here."""
     signature = _checked_signature(signature)
     secret, signer = signing_secret(project_id)
     mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool, _read_deadline() as late:
         while chunk := stream.read(CHUNK_BYTES):
+            late()
             mac.update(chunk)
             spool.write(chunk)
         if not hmac.compare_digest(("sha256=" + mac.hexdigest()).encode(), signature.encode()):
             raise Unauthorized(f"{SIGNATURE_HEADER} does not match the body: wrong secret or altered payload.")
         spool.seek(0)
         return spool.read(), signer
+
+
+@contextmanager
+def _read_deadline():
+    """A body trickling in would hold its webhook slot for as long as the sender likes (a handful
+    of such connections would turn GitHub's real deliveries away with 503, and GitHub does not
+    redeliver by itself). Under gevent (the Procfile's web process) a read blocked past the
+    deadline is interrupted; elsewhere the deadline is checked between chunks. Yields a check to
+    call after each chunk."""
+    seconds = max(0.1, float(current_app.config["MCC_GITHUB_WEBHOOK_READ_SECONDS"]))
+    too_slow = RequestTimeout(f"The webhook body did not arrive within {seconds:g} s "
+                              "(MCC_GITHUB_WEBHOOK_READ_SECONDS).")
+    deadline = time.monotonic() + seconds
+
+    def late() -> None:
+        if time.monotonic() > deadline:
+            raise too_slow
+
+    if gevent_patched():
+        import gevent
+
+        with gevent.Timeout(seconds, too_slow):
+            yield late
+    else:
+        yield late
 
 
 # --- at most MCC_GITHUB_WEBHOOK_CONCURRENCY webhook requests per process read and verify at once ---
