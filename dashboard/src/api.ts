@@ -1,5 +1,6 @@
 // The REST client and the session: the access token lives in memory only; the refresh token in
-// sessionStorage (this tab only) so a reload keeps the session. Tokens never go into a URL.
+// sessionStorage (this tab only) so a reload keeps the session. Tokens never go into a URL; a
+// rotation is told to the tab's copies over a same-origin BroadcastChannel.
 import { Store } from "./store";
 
 export type Role = "viewer" | "operator" | "admin";
@@ -28,6 +29,20 @@ export function can(minimum: Role): boolean {
   const rank = { viewer: 0, operator: 1, admin: 2 };
   const user = session.get().user;
   return !!user && rank[user.role] >= rank[minimum];
+}
+
+// Copies of one tab (duplicated, or opened from it) start with the same refresh token; when one
+// rotates it, the others would present the rotated token at their next refresh, which the API
+// takes for a stolen token's replay and ends the session in every copy. So a tab announces each
+// rotation to the others (same origin only), and a tab still holding the token just rotated takes
+// the new pair instead.
+interface Rotation { previous: string; tokens: Tokens }
+const tabs: BroadcastChannel | null = typeof BroadcastChannel === "undefined" ? null : new BroadcastChannel("mcc.session");
+if (tabs) {
+  tabs.onmessage = (event: MessageEvent<Rotation>) => {
+    const rotation = event.data;
+    if (rotation?.previous && rotation.previous === sessionStorage.getItem(REFRESH_KEY)) adopt(rotation.tokens);
+  };
 }
 
 function adopt(tokens: Tokens) {
@@ -79,7 +94,9 @@ export function refresh(): Promise<boolean> {
       const response = await exchange(token);
       if (!response) return false;  // network trouble: keep the session, the next call retries
       if (response.status === 401 || response.status === 422) { forget(); return false; }
-      adopt(await parse(response));
+      const tokens: Tokens = await parse(response);
+      adopt(tokens);
+      tabs?.postMessage({ previous: token, tokens } satisfies Rotation);
       return true;
     } catch {
       return false;
