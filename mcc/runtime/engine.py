@@ -318,26 +318,12 @@ def _execute(turn: Turn, conversation: Conversation, agent: Agent) -> None:
     try:
         _converse(turn, conversation, agent, project)
     except LLMError as exc:
-        fail_turn(turn, conversation, agent, f"the LLM gateway failed: {exc}")
+        _fail_own_attempt(turn, attempt, f"the LLM gateway failed: {exc}")
     except Exception as exc:  # a bug must not leave the turn "running" forever
         db.session.rollback()  # first: after a failed flush even turn.id cannot be read
         log.exception("turn %s crashed", turn.id)
         outbox.discard()  # nothing the rolled-back work queued may be announced
-        # Locked while we decide (agent first, the order a reset takes): the reaper cannot requeue
-        # the turn between this read and our verdict.
-        agent = db.session.get(Agent, turn.agent_id, with_for_update=True, populate_existing=True)
-        db.session.refresh(turn, with_for_update=True)
-        if turn.status != "running":  # it had ended, on record, before the error: keep that
-            log.warning("turn %s had already ended %s; the error after its end changes nothing", turn.id,
-                        turn.status)
-            db.session.rollback()
-        elif turn.attempts != attempt:  # the reaper gave it up for dead and another worker runs it now
-            log.warning("turn %s is attempt %s elsewhere now; this worker's attempt %s ends without a verdict",
-                        turn.id, turn.attempts, attempt)
-            db.session.rollback()
-        else:
-            fail_turn(turn, db.session.get(Conversation, turn.conversation_id), agent,
-                      f"internal error ({type(exc).__name__})")
+        _fail_own_attempt(turn, attempt, f"internal error ({type(exc).__name__})")
     finally:
         _typing(turn.conversation_id, turn.agent_id, False)
         agent = db.session.get(Agent, turn.agent_id)
@@ -567,6 +553,29 @@ def _cancelled(turn: Turn, conversation: Conversation, agent: Agent, reason: str
     outbox.flush()
     log.warning("turn %s of %s cancelled: %s", turn.id, agent.name, why)
     publish_message(notice)
+
+
+def _fail_own_attempt(turn: Turn, attempt: int, reason: str) -> None:
+    """``fail_turn``, if the turn is still this worker's attempt and running.
+
+    A worker the reaper took for dead (its heartbeat lapsed) may still be running: its turn has
+    been queued again and claimed by another worker (``attempts`` moved on), or it ended on record
+    before the error. Then this attempt gives no verdict. Compare-and-set, so no lock order and the
+    same on SQLite; the UPDATE holds the row until ``fail_turn`` commits."""
+    turn_id = turn.id
+    owned = db.session.execute(
+        update(Turn).where(Turn.id == turn_id, Turn.status == "running", Turn.attempts == attempt)
+        .values(finished_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+    if owned:
+        fail_turn(turn, db.session.get(Conversation, turn.conversation_id), db.session.get(Agent, turn.agent_id),
+                  reason)
+        return
+    db.session.rollback()
+    if turn.attempts != attempt:
+        log.warning("turn %s is attempt %s elsewhere now (%s); this worker's attempt %s ends without a verdict",
+                    turn_id, turn.attempts, turn.status, attempt)
+    else:
+        log.warning("turn %s had already ended %s; the error after its end changes nothing", turn_id, turn.status)
 
 
 def fail_turn(turn: Turn, conversation: Conversation, agent: Agent, reason: str) -> None:
