@@ -282,7 +282,8 @@ def _lock_sessions_of(user_id: str) -> None:
         user_uuid = uuid.UUID(user_id)
     except ValueError:
         raise Unauthorized("The account is disabled or does not exist.") from None
-    db.session.execute(select(User.id).where(User.id == user_uuid).with_for_update())
+    # FOR NO KEY UPDATE: rows that merely reference the user (its messages, its new tokens) are not held up.
+    db.session.execute(select(User.id).where(User.id == user_uuid).with_for_update(key_share=True))
 
 
 def refresh(refresh_token: str) -> dict:
@@ -329,9 +330,9 @@ def logout(access_claims: dict, refresh_token: str | None) -> None:
     claims = _decode(refresh_token, "refresh") if refresh_token else None
     if claims is not None and claims["sub"] != access_claims["sub"]:
         raise Unauthorized("The refresh token belongs to another user.")
+    _lock_sessions_of(access_claims["sub"])  # first: tokens.revoke writes rows a refresh's reuse path writes too
     tokens.revoke(f"jti:{access_claims['jti']}", datetime.fromtimestamp(access_claims["exp"], timezone.utc))
     if claims is not None:
-        _lock_sessions_of(claims["sub"])
         revoke_family(uuid.UUID(claims["fam"]))
 
 
