@@ -67,6 +67,8 @@ def test_pause_closes_the_running_call_and_resume_answers_the_message_again(runt
     assert runtime.api("POST", _conversation_path(team) + "/pause").status_code == 200
     paused = time.time()
     runtime.wait_for(lambda: _turn_statuses(app, team) == ["cancelled", "held"])
+    # The stub notes the hang-up only at its next write, which can come after the turn's end.
+    assert llm.calls[0].finished.wait(5)
     assert llm.calls[0].closed_at is not None and llm.calls[0].closed_at - paused < 1.0
     assert not llm.calls[0].completed
     [entry] = db_rows(app, LedgerEntry, conversation_id=uuid.UUID(team["conversation"]))
