@@ -109,7 +109,9 @@ def _project_with_streams(app, names: list[str]) -> dict:
 def test_a_conversation_pause_closes_only_that_conversations_call(start_runtime, llm, app):
     runtime = start_runtime(workers=2)
     streams = _project_with_streams(app, ["Ada", "Bob"])
-    llm.responder = lambda body: Step(content="tok " * 60, chunk_delay=0.05, usage=USAGE)
+    # Ada's call streams until the pause closes it, however late Bob's starts; Bob's ends by itself in 3 s.
+    llm.responder = lambda body: (slow(body) if who_is_asked(body) == "Ada"
+                                  else Step(content="tok " * 60, chunk_delay=0.05, usage=USAGE))
     for name in ("Ada", "Bob"):
         runtime.post(streams["project"], streams["conversations"][name], "go")
     calls = runtime.wait_for(streaming(llm, 2), timeout=60, interval=0.05)
