@@ -109,7 +109,9 @@ def _project_with_streams(app, names: list[str]) -> dict:
 def test_a_conversation_pause_closes_only_that_conversations_call(start_runtime, llm, app):
     runtime = start_runtime(workers=2)
     streams = _project_with_streams(app, ["Ada", "Bob"])
-    llm.responder = lambda body: Step(content="tok " * 60, chunk_delay=0.05, usage=USAGE)
+    # Ada's call streams until the pause closes it, however late Bob's starts; Bob's ends by itself in 3 s.
+    llm.responder = lambda body: (slow(body) if who_is_asked(body) == "Ada"
+                                  else Step(content="tok " * 60, chunk_delay=0.05, usage=USAGE))
     for name in ("Ada", "Bob"):
         runtime.post(streams["project"], streams["conversations"][name], "go")
     calls = runtime.wait_for(streaming(llm, 2), timeout=60, interval=0.05)
@@ -170,14 +172,15 @@ def test_a_block_reached_by_another_calls_settlement_closes_the_calls_in_flight(
     runtime.wait_for(lambda: [t for t in turns_of(app, streams["conversations"]["Slow1"]) if t.status == "failed"])
 
 
-def test_a_call_marked_between_the_gate_and_the_send_never_leaves(app):
+def test_a_call_marked_between_the_gate_and_the_send_never_leaves(app, monkeypatch):
     """Pause-all lands after a call passed the gate but before it was sent: the call watch sees the
     mark on entry, so the gateway refuses to send (no wait for the first poll)."""
     from mcc.llm.gateway import CancelToken
     from mcc.runtime import cancellation, gate
 
     with app.app_context():
-        app.config["MCC_CANCEL_POLL_SECONDS"] = 60  # no poll within this test: only the entry check
+        # No poll within this test, only the entry check (the app is the session's: set back after it).
+        monkeypatch.setitem(app.config, "MCC_CANCEL_POLL_SECONDS", 60)
         call_id = gate.acquire_llm_call(lambda: None, [], lambda i: 0)
         assert call_id is not None
         turn_id = uuid.uuid4()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 
@@ -75,12 +76,16 @@ def test_a_job_delivered_twice_while_its_turn_runs_does_not_run_it_twice(start_r
     """Two workers, one slow LLM call, duplicate jobs: one call, one reply, one ledger row."""
     runtime = start_runtime(workers=2)
     team = make_team(app, ("Ada", "architect", SONNET))
-    llm.default = Step(content="slow answer", delay=1.5, usage={"prompt_tokens": 10, "completion_tokens": 5})
+    release = threading.Event()  # the call runs until the duplicates are done, however slowly they start
+    llm.default = Step(content="slow answer", hold=release, usage={"prompt_tokens": 10, "completion_tokens": 5})
     runtime.post(team["project"], team["conversation"], "hi")
     runtime.wait_for(lambda: llm.calls, interval=0.05)
     queue = _agent_queue(runtime)
     duplicates = [queue.enqueue("workers.agent.drive_conversation", team["conversation"]) for _ in range(4)]
-    outcomes = _wait_finished(runtime, duplicates)
+    try:
+        outcomes = _wait_finished(runtime, duplicates)
+    finally:
+        release.set()
     assert "busy" in outcomes  # at least one met the running pump's lock
     runtime.wait_for(lambda: agent_replies(runtime, team))
     time.sleep(1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
 
@@ -128,12 +129,14 @@ def test_no_hand_off_to_an_agent_removed_from_the_conversation_during_the_call(r
     from mcc.models.turn import Turn
 
     team = make_team(app, ("Senior Architect", "architect", SONNET), ("Cody", "coder", SONNET))
-    llm.responder = lambda body: Step(content="@Cody please implement it", delay=1.5,
+    release = threading.Event()  # the call answers only once Cody is gone
+    llm.responder = lambda body: Step(content="@Cody please implement it", hold=release,
                                       usage={"prompt_tokens": 10, "completion_tokens": 5})
     runtime.post(team["project"], team["conversation"], "@architect design the login")
     runtime.wait_for(lambda: llm.calls, interval=0.05)  # the call is under way
     removed = runtime.api("DELETE", f"/projects/{team['project']}/conversations/{team['conversation']}"
                                     f"/agents/{team['agents']['Cody']}")
+    release.set()
     assert removed.status_code in (200, 204), removed.text
     [reply] = runtime.wait_for(lambda: agent_replies(runtime, team))
     assert reply["agent"]["name"] == "Senior Architect"
