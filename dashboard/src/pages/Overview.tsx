@@ -35,12 +35,20 @@ async function loadOverview() {
 }
 
 /** Spend changes when a turn ends, and the API pushes no cost event: when an agent stops working
- *  (`agent_status` other than `working`, sent after the turn's ledger rows are committed), read
- *  its spend, and its project's, again. */
-export function settledSpend(event: { agent_id: string; status: string }, projectId: string | undefined) {
-  if (event.status === "working" || !projectId) return null;
-  return Promise.all([api("GET", `/projects/${projectId}`),
-                      api("GET", `/projects/${projectId}/agents/${event.agent_id}`)]);
+ *  (`agent_status` other than `working`, sent after the turn's ledger rows are committed), its
+ *  spend is read again. At most one read per key every 1.5 s, the last event always followed by
+ *  one: a busy pipeline's hand-offs in several tabs must not run into the API's rate limit. */
+const settling = new Set<string>();
+export function afterTurnEnds(event: { status: string }, key: string, read: () => void) {
+  if (event.status === "working" || settling.has(key)) return;
+  settling.add(key);
+  window.setTimeout(() => { settling.delete(key); read(); }, 1500);
+}
+
+/** Each agent's spend (``stats``) from a fresh list, the rest as it is. */
+export function withStats(agents: Agent[], fresh: Agent[]): Agent[] {
+  const stats = new Map(fresh.map((a) => [a.id, a.stats]));
+  return agents.map((a) => (stats.has(a.id) ? { ...a, stats: stats.get(a.id)! } : a));
 }
 
 export function AgentRow({ agent, task }: { agent: Agent; task?: TaskRef | null }) {
@@ -59,20 +67,23 @@ export function Overview() {
   const { data, setData, error } = useLoad(loadOverview, []);
   const [spendError, setSpendError] = useState<unknown>(null);
   useLive("agent_status", (event) => {
-    if (!data) return;
-    setData(data.map((entry) => {
+    setData((now) => now && now.map((entry) => {
       if (!entry.agents.some((a) => a.id === event.agent_id)) return entry;
       return { ...entry,
                agents: entry.agents.map((a) => (a.id === event.agent_id ? { ...a, status: event.status } : a)),
                current: { ...entry.current, [event.agent_id]: event.current_task } };
     }));
-    const owner = data.find((entry) => entry.agents.some((a) => a.id === event.agent_id));
-    settledSpend(event, owner?.project.id)?.then(([project, agent]) => {
-      setSpendError(null);
-      setData((now) => now && now.map((entry) => entry.project.id !== project.id ? entry : {
-        ...entry, project: { ...entry.project, stats: project.stats },
-        agents: entry.agents.map((a) => (a.id === agent.id ? { ...a, stats: agent.stats } : a)) }));
-    }, setSpendError);
+    const owner = data?.find((entry) => entry.agents.some((a) => a.id === event.agent_id));
+    if (!owner) return;
+    const projectId = owner.project.id;
+    afterTurnEnds(event, `overview:${projectId}`, () => {
+      Promise.all([api("GET", `/projects/${projectId}`), api("GET", `/projects/${projectId}/agents?limit=100`)])
+        .then(([project, agents]) => {
+          setSpendError(null);
+          setData((now) => now && now.map((entry) => entry.project.id !== projectId ? entry : {
+            ...entry, project: { ...entry.project, stats: project.stats }, agents: withStats(entry.agents, agents.items) }));
+        }, setSpendError);
+    });
   });
   return (
     <main>
