@@ -31,18 +31,44 @@ export function can(minimum: Role): boolean {
   return !!user && rank[user.role] >= rank[minimum];
 }
 
-// Copies of one tab (duplicated, or opened from it) start with the same refresh token; when one
-// rotates it, the others would present the rotated token at their next refresh, which the API
-// takes for a stolen token's replay and ends the session in every copy. So a tab announces each
-// rotation to the others (same origin only), and a tab still holding the token just rotated takes
-// the new pair instead.
-interface Rotation { previous: string; tokens: Tokens }
-const tabs: BroadcastChannel | null = typeof BroadcastChannel === "undefined" ? null : new BroadcastChannel("mcc.session");
+// Copies of one tab (a duplicated tab) start with the same refresh token; when one rotates it,
+// the others would present the rotated token at their next refresh, which the API takes for a
+// stolen token's replay and ends the session in every copy. So a tab announces each rotation to
+// the others, sealed (AES-GCM) under a key derived from the token just rotated: only a tab that
+// held that token can read the new pair, never another document of the origin. Refreshes take
+// turns across tabs (Web Locks), and a tab whose token changed while it waited uses the new one.
+// Both APIs exist in secure contexts only (https, localhost); elsewhere each tab goes alone and
+// the API's reuse grace is what keeps copies that refresh together logged in.
+interface Rotation { of: string; iv: Uint8Array<ArrayBuffer>; sealed: ArrayBuffer }
+const subtle: SubtleCrypto | undefined = globalThis.crypto?.subtle;
+const tabs = typeof BroadcastChannel === "undefined" || !subtle ? null : new BroadcastChannel("mcc.session");
+const utf8 = new TextEncoder();
+const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+const rotationId = async (token: string) => hex(await subtle!.digest("SHA-256", utf8.encode("mcc.rotation-id:" + token)));
+const rotationKey = async (token: string) => subtle!.importKey(
+  "raw", await subtle!.digest("SHA-256", utf8.encode("mcc.rotation-key:" + token)), "AES-GCM", false, ["encrypt", "decrypt"]);
+
+async function announce(previous: string, tokens: Tokens): Promise<void> {
+  if (!tabs) return;
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const sealed = await subtle!.encrypt({ name: "AES-GCM", iv }, await rotationKey(previous), utf8.encode(JSON.stringify(tokens)));
+  tabs.postMessage({ of: await rotationId(previous), iv, sealed } satisfies Rotation);
+  await new Promise((resolve) => window.setTimeout(resolve, 200));  // heard before the next tab takes the lock
+}
+
 if (tabs) {
-  tabs.onmessage = (event: MessageEvent<Rotation>) => {
-    const rotation = event.data;
-    if (rotation?.previous && rotation.previous === sessionStorage.getItem(REFRESH_KEY)) adopt(rotation.tokens);
+  tabs.onmessage = async (event: MessageEvent<Rotation>) => {
+    const held = sessionStorage.getItem(REFRESH_KEY);
+    if (!held || !event.data?.of || event.data.of !== await rotationId(held)) return;
+    try {
+      const plain = await subtle!.decrypt({ name: "AES-GCM", iv: event.data.iv }, await rotationKey(held), event.data.sealed);
+      if (sessionStorage.getItem(REFRESH_KEY) === held) adopt(JSON.parse(new TextDecoder().decode(plain)));
+    } catch { /* not sealed under our token: not ours */ }
   };
+}
+
+function oneTabAtATime<T>(work: () => Promise<T>): Promise<T> {
+  return tabs && navigator.locks ? navigator.locks.request("mcc.refresh", work) : work();
 }
 
 function adopt(tokens: Tokens) {
@@ -84,26 +110,27 @@ async function raw(method: string, path: string, body?: unknown, headers: Record
   return fetch(API + path, init);
 }
 
-/** Exchange the refresh token for new tokens (one at a time); false when the session is over. */
+/** Exchange the refresh token for new tokens (one at a time, across tabs); false when the session is over. */
 export function refresh(): Promise<boolean> {
   if (refreshing) return refreshing;
-  const token = sessionStorage.getItem(REFRESH_KEY);
-  if (!token) return Promise.resolve(false);
-  refreshing = (async () => {
+  const held = sessionStorage.getItem(REFRESH_KEY);
+  if (!held) return Promise.resolve(false);
+  refreshing = oneTabAtATime(async () => {
+    const token = sessionStorage.getItem(REFRESH_KEY);
+    if (!token) return false;
+    if (token !== held) return true;  // a copy of this tab rotated it while we waited: its pair is ours
     try {
       const response = await exchange(token);
       if (!response) return false;  // network trouble: keep the session, the next call retries
       if (response.status === 401 || response.status === 422) { forget(); return false; }
       const tokens: Tokens = await parse(response);
       adopt(tokens);
-      tabs?.postMessage({ previous: token, tokens } satisfies Rotation);
+      await announce(token, tokens);
       return true;
     } catch {
       return false;
-    } finally {
-      refreshing = null;
     }
-  })();
+  }).finally(() => { refreshing = null; });
   return refreshing;
 }
 

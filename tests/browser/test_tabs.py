@@ -9,8 +9,10 @@ from tests.browser.conftest import _stack, expect
 
 @pytest.fixture
 def strict_web(stack_env, committed_db, app, tmp_path, browser):
-    """No refresh reuse grace: any rotated token presented again ends its session at once."""
-    yield from _stack(app, {**stack_env, "MCC_REFRESH_REUSE_GRACE_SECONDS": "0"}, tmp_path, browser, workers=0)
+    """No refresh reuse grace: any rotated token presented again ends its session at once. Access
+    tokens live 6 s, so a tab refreshes by itself every 3 s."""
+    yield from _stack(app, {**stack_env, "MCC_REFRESH_REUSE_GRACE_SECONDS": "0", "MCC_ACCESS_TOKEN_SECONDS": "6"},
+                      tmp_path, browser, workers=0)
 
 
 def _copy_of(page):
@@ -43,4 +45,26 @@ def test_a_duplicated_tab_and_its_original_keep_one_session(strict_web):
     copy.reload()  # ...and the copy, in turn, heard of the original's rotation
     expect(copy.get_by_test_id("budget-today")).to_be_visible()
     expect(copy).to_have_url(f"{strict_web.base}/budget")
+    assert original.errors == [] and copy.errors == []
+
+
+def test_copies_refreshing_on_their_own_timers_take_turns_and_stay_logged_in(strict_web):
+    """After the copy's rotation reaches the original, both tabs' timers are set at the same moment
+    and fire together: the refreshes take turns, and the second tab uses the pair the first one
+    got instead of presenting the same token again (a reuse, with no grace here)."""
+    original = strict_web.logged_in("operator", "/budget")
+    copy = _copy_of(original)
+    copy.goto("/budget")
+    expect(copy.get_by_test_id("live-status")).to_have_text("connected")
+    seen = set()
+    for _ in range(5):  # about 12 s: four rounds of both timers
+        original.wait_for_timeout(2500)
+        for page in (original, copy):
+            seen.add(page.evaluate("sessionStorage.getItem('mcc.refresh')"))
+            expect(page).to_have_url(f"{strict_web.base}/budget")
+    assert len(seen) >= 4  # the token did rotate, round after round
+    for page in (original, copy):
+        page.reload()  # each still holds the family's live token
+        expect(page.get_by_test_id("budget-today")).to_be_visible()
+        expect(page).to_have_url(f"{strict_web.base}/budget")
     assert original.errors == [] and copy.errors == []
