@@ -124,9 +124,11 @@ def test_connection_refused_exhausting_the_retries_fails(caplog):
 
 
 def test_a_slow_gateway_times_out_and_is_retried(stub):
-    stub.script = [Step(delay=1.0), Step(content="fast")]
+    # Every retry answers "fast": a retry that is itself late on a loaded machine is retried again.
+    stub.script = [Step(delay=1.0)]
+    stub.default = Step(content="fast")
     assert chat(gateway(stub.base_url, timeout=0.3)).content == "fast"
-    assert len(stub.calls) == 2
+    assert len(stub.calls) >= 2
 
 
 def test_cost_comes_from_usage_cost_when_reported(stub):
@@ -261,6 +263,8 @@ def test_a_call_cancelled_before_it_starts_sends_nothing(stub):
 
 
 def test_a_stream_that_breaks_without_a_cancel_is_an_error(stub):
-    stub.script = [Step(content="half an answer", body=None, stream_usage=False, chunk_delay=0.3)]
+    # Every attempt breaks: one that times out before its headers (a slow stub) is retried, and the
+    # retry must break too rather than answer in full.
+    stub.default = Step(content="half an answer", stream_usage=False, chunk_delay=0.3)
     with pytest.raises(LLMError, match="stream broke|ended before"):
         chat(gateway(stub.base_url, timeout=0.1))
