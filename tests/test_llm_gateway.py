@@ -96,7 +96,8 @@ def test_other_4xx_are_not_retried(stub, status):
 
 
 def test_connection_refused_is_retried_until_the_server_is_up(stub, caplog):
-    """Nothing listens on the port at first; a server comes up there during the backoff."""
+    """Nothing listens on the port at first; a server comes up there during the backoff (100 retries
+    of up to 0.1 s with full jitter: ~5 s of backoff, room for a timer late on a loaded machine)."""
     port = free_port()
     servers = []
 
@@ -107,7 +108,7 @@ def test_connection_refused_is_retried_until_the_server_is_up(stub, caplog):
     threading.Timer(0.4, come_up).start()
     caplog.set_level(logging.INFO, logger="mcc.llm.gateway")
     try:
-        result = chat(gateway(f"http://127.0.0.1:{port}/v1", max_retries=20, backoff_base=0.05, backoff_max=0.1))
+        result = chat(gateway(f"http://127.0.0.1:{port}/v1", max_retries=100, backoff_base=0.05, backoff_max=0.1))
     finally:
         servers[0].shutdown()
         servers[0].server_close()
