@@ -214,7 +214,9 @@ def test_tests_failing_every_time_fail_the_task_after_the_attempt_limit(prt, tea
 
 
 class HoldingScript(Script):
-    """Script, except that the tester's first call waits in the stub until the test releases it."""
+    """Script, except that the answer to the tester's first call waits in the stub until the test
+    releases it. The stub waits outside its lock (``Step.hold``): the responder runs under it, and
+    waiting there would stall every other agent's call too."""
 
     def __init__(self):
         super().__init__()
@@ -222,10 +224,22 @@ class HoldingScript(Script):
         self.release = threading.Event()
 
     def __call__(self, body: dict) -> Step:
+        step = super().__call__(body)
         if role_of(body) == "tester" and last_tool_call(body) is None and not self.tester_calling.is_set():
             self.tester_calling.set()
-            self.release.wait(timeout=20)
-        return super().__call__(body)
+            step.hold = self.release
+        return step
+
+
+def wait_coder_done(prt, team, llm) -> None:
+    """The coder's call answering its submit_changes has been made and its turn has ended. The
+    tester's turn starts as the coder submits, so that call may still be coming; caught by a pause,
+    it would reach the stub after the pause-all returned, or run after the resume."""
+    prt.wait_for(lambda: any(role_of(c.body) == "coder" and last_tool_call(c.body) == "submit_changes"
+                             for c in list(llm.calls)), timeout=30)
+    coder = team["agents"]["Cody"]
+    prt.wait_for(lambda: prt.api("GET", "/turns", params={"agent_id": coder, "status": "running"})
+                 .json()["items"] == [], timeout=30)
 
 
 def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continues_it(
@@ -235,6 +249,7 @@ def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continu
 
     # The coder has submitted; the tester's first call is at the gateway when a person pauses everything.
     assert script.tester_calling.wait(timeout=30), prt.logs(tail=4000)
+    wait_coder_done(prt, team, llm)
     paused = prt.api("POST", "/emergency/pause-all", json={"reason": "check the pipeline"})
     paused_at = time.time()
     assert paused.status_code == 200, paused.text
@@ -334,6 +349,7 @@ def test_resetting_an_agent_whose_stage_turn_is_held_hands_the_task_to_a_person(
     script = HoldingScript()
     project, issue = start_scripted(prt, team, llm, script)
     assert script.tester_calling.wait(timeout=30), prt.logs(tail=4000)
+    wait_coder_done(prt, team, llm)
     assert prt.api("POST", "/emergency/pause-all", json={"reason": "hold"}).status_code == 200
     script.release.set()
     time.sleep(1)  # the tester's call returns; its next step is held
