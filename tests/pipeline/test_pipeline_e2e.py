@@ -352,9 +352,11 @@ def test_resetting_an_agent_whose_stage_turn_is_held_hands_the_task_to_a_person(
     wait_coder_done(prt, team, llm)
     assert prt.api("POST", "/emergency/pause-all", json={"reason": "hold"}).status_code == 200
     script.release.set()
-    time.sleep(1)  # the tester's call returns; its next step is held
-
+    # The tester's call returns (closed by the pause, or answered), and its turn waits held: the
+    # cancelled turn's copy, or the turn itself at its next call.
     tester = team["agents"]["Tess"]
+    prt.wait_for(lambda: prt.api("GET", "/turns", params={"agent_id": tester, "status": "held"}).json()["items"],
+                 timeout=15)
     assert prt.api("POST", f"/projects/{project}/agents/{tester}/reset").status_code == 200
     reset_at = time.time()
     [task] = tasks_of(prt, project, issue)
