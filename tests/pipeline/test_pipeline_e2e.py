@@ -29,7 +29,6 @@ def statuses_in_order(events: list[dict]) -> list[str]:
 
 
 def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake_git, llm, progress):
-    started = time.monotonic()
     script = Script()
     project, issue = start_scripted(prt, team, llm, script)
 
@@ -102,12 +101,10 @@ def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake
     order = [s for s in statuses_in_order(ours) if s != "pending"]
     assert order == ["in_progress", "testing", "review", "completed"], ours
     assert ours[-1]["progress"] == 100
-    assert time.monotonic() - started < 60
 
 
 def test_failed_tests_send_the_task_back_and_the_second_submit_updates_the_same_pull_request(
         prt, team, repo, fake_git, llm, progress):
-    started = time.monotonic()
     script = Script(test_results=(False, True))
     project, issue = start_scripted(prt, team, llm, script)
 
@@ -147,12 +144,10 @@ def test_failed_tests_send_the_task_back_and_the_second_submit_updates_the_same_
     ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
     order = [s for s in statuses_in_order(ours) if s != "pending"]
     assert order == ["in_progress", "testing", "in_progress", "testing", "review"], ours
-    assert time.monotonic() - started < 60
 
 
 def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
         prt, team, repo, fake_git, llm):
-    started = time.monotonic()
     script = Script()
     project, issue = start_scripted(prt, team, llm, script)
     task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
@@ -178,7 +173,6 @@ def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
     assert len(script.coder_briefs) == 2 and feedback in script.coder_briefs[1]
     assert len(repo.pulls) == 1 and len(fake_git.calls("POST", r"/pulls$")) == 1
     assert pull["head"]["sha"] == script.tool_results["submit_changes"][1]["commit"]
-    assert time.monotonic() - started < 60
 
 
 def test_requested_changes_send_the_task_back_to_the_coder(prt, team, repo, fake_git, llm):
