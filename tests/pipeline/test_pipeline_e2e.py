@@ -94,9 +94,7 @@ def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake
         assert (metrics_of(name)["tasks_completed"], metrics_of(name)["success_rate"]) == (0, None)
 
     # The socket client saw the completion too, after the review.
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and not any(e["status"] == "completed" for e in progress.drain()):
-        time.sleep(0.1)
+    prt.wait_for(lambda: any(e["status"] == "completed" for e in progress.drain()), timeout=15)
     ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
     order = [s for s in statuses_in_order(ours) if s != "pending"]
     assert order == ["in_progress", "testing", "review", "completed"], ours
