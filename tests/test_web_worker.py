@@ -34,7 +34,7 @@ def test_a_query_waiting_on_postgresql_does_not_freeze_the_web_process(test_env,
         assert waiting.is_alive()
         started = time.monotonic()
         assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 3  # frozen, it would not answer before the lock goes (5 s timeout)
         locker.rollback()
         waiting.join(10)
         assert stuck["response"].status_code == 200

@@ -535,7 +535,16 @@ def test_a_logout_racing_a_refresh_ends_the_refreshed_session_too(test_env, comm
             refreshing = threading.Thread(target=lambda: refreshed.update(response=requests.post(
                 f"{base}/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}, timeout=30)))
             refreshing.start()
-            time.sleep(0.5)  # the refresh is in its trigger's sleep now
+            # Log out once the refresh is in its trigger's sleep (seen from another connection; a
+            # new one each time, as pg_stat_activity is a snapshot per transaction).
+            sleeping, deadline = 0, time.monotonic() + 10
+            while sleeping != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+                with app.app_context(), committed_db.engine.connect() as connection:
+                    sleeping = connection.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                        "AND datname = current_database()")).scalar()
+            assert sleeping == 1, "the refresh never reached its trigger's sleep"
             logout = requests.post(f"{base}/api/v1/auth/logout", json={"refresh_token": first["refresh_token"]},
                                    headers=bearer(first["access_token"]), timeout=30)
             refreshing.join(30)

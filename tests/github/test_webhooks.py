@@ -435,17 +435,19 @@ def test_closing_keywords_are_found_in_linear_time(client, hello, operator, app,
 
     from mcc.github.records import CLOSING_KEYWORD, CLOSING_SCAN_CHARS
 
+    # CPU time of this thread, not wall time: on a loaded machine the thread may wait for a core,
+    # and the regression this guards against is CPU spent scanning.
     assert len(adversarial) <= 65_536
-    started = time.perf_counter()
+    started = time.thread_time()
     assert list(CLOSING_KEYWORD.finditer(adversarial[:CLOSING_SCAN_CHARS])) == []
-    assert time.perf_counter() - started < 0.05
+    assert time.thread_time() - started < 0.05
     deliver(client, "issues", payload_path("issues/opened.payload.json").read_bytes())
     pr = load_payload("pull_request/opened.payload.json")
     pr["pull_request"]["body"] = adversarial + " Fixes: #1"
     deliver(client, "pull_request", pr)
-    started = time.perf_counter()
+    started = time.thread_time()
     assert process_all(app) == ["processed", "processed"]
-    assert time.perf_counter() - started < 2  # was ~6 s for the first body alone
+    assert time.thread_time() - started < 2  # was ~6 s of CPU for the first body alone
 
 
 @pytest.mark.parametrize("body, linked", [("Fixes #1", True), ("closes: #1", True), ("Resolved  #1.", True),

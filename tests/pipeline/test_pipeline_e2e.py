@@ -29,7 +29,6 @@ def statuses_in_order(events: list[dict]) -> list[str]:
 
 
 def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake_git, llm, progress):
-    started = time.monotonic()
     script = Script()
     project, issue = start_scripted(prt, team, llm, script)
 
@@ -95,19 +94,15 @@ def test_issue_is_planned_coded_tested_reviewed_and_merged(prt, team, repo, fake
         assert (metrics_of(name)["tasks_completed"], metrics_of(name)["success_rate"]) == (0, None)
 
     # The socket client saw the completion too, after the review.
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and not any(e["status"] == "completed" for e in progress.drain()):
-        time.sleep(0.1)
+    prt.wait_for(lambda: any(e["status"] == "completed" for e in progress.drain()), timeout=15)
     ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
     order = [s for s in statuses_in_order(ours) if s != "pending"]
     assert order == ["in_progress", "testing", "review", "completed"], ours
     assert ours[-1]["progress"] == 100
-    assert time.monotonic() - started < 60
 
 
 def test_failed_tests_send_the_task_back_and_the_second_submit_updates_the_same_pull_request(
         prt, team, repo, fake_git, llm, progress):
-    started = time.monotonic()
     script = Script(test_results=(False, True))
     project, issue = start_scripted(prt, team, llm, script)
 
@@ -147,12 +142,10 @@ def test_failed_tests_send_the_task_back_and_the_second_submit_updates_the_same_
     ours = [e for e in progress.drain() if e["task_id"] == task["id"]]
     order = [s for s in statuses_in_order(ours) if s != "pending"]
     assert order == ["in_progress", "testing", "in_progress", "testing", "review"], ours
-    assert time.monotonic() - started < 60
 
 
 def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
         prt, team, repo, fake_git, llm):
-    started = time.monotonic()
     script = Script()
     project, issue = start_scripted(prt, team, llm, script)
     task = wait_approved_by_reviewer(prt, project, issue, script, timeout=30)
@@ -178,7 +171,6 @@ def test_a_persons_rejection_sends_the_task_back_to_the_coder_with_the_feedback(
     assert len(script.coder_briefs) == 2 and feedback in script.coder_briefs[1]
     assert len(repo.pulls) == 1 and len(fake_git.calls("POST", r"/pulls$")) == 1
     assert pull["head"]["sha"] == script.tool_results["submit_changes"][1]["commit"]
-    assert time.monotonic() - started < 60
 
 
 def test_requested_changes_send_the_task_back_to_the_coder(prt, team, repo, fake_git, llm):
@@ -214,7 +206,9 @@ def test_tests_failing_every_time_fail_the_task_after_the_attempt_limit(prt, tea
 
 
 class HoldingScript(Script):
-    """Script, except that the tester's first call waits in the stub until the test releases it."""
+    """Script, except that the answer to the tester's first call waits in the stub until the test
+    releases it. The stub waits outside its lock (``Step.hold``): the responder runs under it, and
+    waiting there would stall every other agent's call too."""
 
     def __init__(self):
         super().__init__()
@@ -222,10 +216,22 @@ class HoldingScript(Script):
         self.release = threading.Event()
 
     def __call__(self, body: dict) -> Step:
+        step = super().__call__(body)
         if role_of(body) == "tester" and last_tool_call(body) is None and not self.tester_calling.is_set():
             self.tester_calling.set()
-            self.release.wait(timeout=20)
-        return super().__call__(body)
+            step.hold = self.release
+        return step
+
+
+def wait_coder_done(prt, team, llm) -> None:
+    """The coder's call answering its submit_changes has been made and its turn has ended. The
+    tester's turn starts as the coder submits, so that call may still be coming; caught by a pause,
+    it would reach the stub after the pause-all returned, or run after the resume."""
+    prt.wait_for(lambda: any(role_of(c.body) == "coder" and last_tool_call(c.body) == "submit_changes"
+                             for c in list(llm.calls)), timeout=30)
+    coder = team["agents"]["Cody"]
+    prt.wait_for(lambda: prt.api("GET", "/turns", params={"agent_id": coder, "status": "running"})
+                 .json()["items"] == [], timeout=30)
 
 
 def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continues_it(
@@ -235,6 +241,7 @@ def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continu
 
     # The coder has submitted; the tester's first call is at the gateway when a person pauses everything.
     assert script.tester_calling.wait(timeout=30), prt.logs(tail=4000)
+    wait_coder_done(prt, team, llm)
     paused = prt.api("POST", "/emergency/pause-all", json={"reason": "check the pipeline"})
     paused_at = time.time()
     assert paused.status_code == 200, paused.text
@@ -334,11 +341,14 @@ def test_resetting_an_agent_whose_stage_turn_is_held_hands_the_task_to_a_person(
     script = HoldingScript()
     project, issue = start_scripted(prt, team, llm, script)
     assert script.tester_calling.wait(timeout=30), prt.logs(tail=4000)
+    wait_coder_done(prt, team, llm)
     assert prt.api("POST", "/emergency/pause-all", json={"reason": "hold"}).status_code == 200
     script.release.set()
-    time.sleep(1)  # the tester's call returns; its next step is held
-
+    # The tester's call returns (closed by the pause, or answered), and its turn waits held: the
+    # cancelled turn's copy, or the turn itself at its next call.
     tester = team["agents"]["Tess"]
+    prt.wait_for(lambda: prt.api("GET", "/turns", params={"agent_id": tester, "status": "held"}).json()["items"],
+                 timeout=15)
     assert prt.api("POST", f"/projects/{project}/agents/{tester}/reset").status_code == 200
     reset_at = time.time()
     [task] = tasks_of(prt, project, issue)
