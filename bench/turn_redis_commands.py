@@ -8,8 +8,10 @@ every command while --turns sequential turns run (POST a message -> the agent's 
 then a short settle so the turn's last commands are in), then for as long again with no turn
 (the background: RQ heartbeats, the reaper, the scheduler). Each command is put down to the
 process that sent it (web or worker, through the client's port) and to a purpose (key patterns
-of ``mcc.runtime.gate``, RQ, Socket.IO, ...). Commands a Lua script runs inside Redis are not
-round trips and are listed apart. Not a timing benchmark: a count.
+of ``mcc.runtime.gate``, RQ, Socket.IO, ...). Round trips are estimated from the commands: a
+client's commands arriving within --gap-us of each other (a pipeline, MULTI/EXEC) count as one.
+Commands a Lua script runs inside Redis are not round trips and are listed apart. Not a timing
+benchmark: a count.
 """
 from __future__ import annotations
 
@@ -43,18 +45,20 @@ EVENTS = ("agent_status", "agent_typing", "message", "budget_alert", "conversati
 PURPOSES = [
     (r"^SET mcc:lock:conversation", "gate.try_lock conversation (engine.pump)"),
     (r"^SET mcc:lock:agent", "gate.try_lock agent (engine._step)"),
+    (r"^EVAL <script> \d+ mcc:lock:conversation", "gate.release locks + liveness mark (engine.pump)"),
     (r"^EVALSHA \S+ 1 mcc:lock:conversation", "lock release/extend conversation (Lock script)"),
     (r"^EVALSHA \S+ 1 mcc:lock:agent", "lock release/extend agent (Lock script)"),
     (r"^SET mcc:alive:turn", "gate.mark_alive turn (engine._Heartbeat)"),
     (r"^DEL mcc:alive:turn", "gate.clear_alive turn (engine._Heartbeat.__exit__)"),
     (r"^MGET mcc:emergency mcc:cancel:call", "gate.cancel_marks call+turn (cancellation.CallWatch)"),
     (r"^MGET mcc:emergency mcc:cancel:turn", "gate.cancel_marks turn (cancellation.pending_reason)"),
+    (r"^MGET mcc:emergency mcc:emergency:synced", "gate.emergency_flag (emergency.current_state)"),
     (r"^GET mcc:emergency$", "gate.emergency_flag (emergency.current_state)"),
     (r"^EXISTS mcc:emergency:synced", "gate.emergency_flag synced? (emergency.current_state)"),
     (r"^EVALSHA \S+ \d+ mcc:emergency mcc:llm:inflight", "gate.acquire_llm_call (Lua gate)"),
     (r"^EVAL.* mcc:emergency mcc:llm:inflight", "gate.acquire_llm_call (Lua gate)"),
     (r"^ZREM mcc:llm:inflight", "gate.release_llm_call"),
-    (r"^DEL mcc:cancel:call", "gate.clear_cancel_marks call (CallWatch.__exit__)"),
+    (r"^DEL mcc:cancel:call", "call's cancel mark cleared (CallWatch exit / gate.release_llm_call)"),
     (r"^DEL mcc:cancel:turn", "gate.clear_cancel_marks turn (cancellation.forget)"),
     (r"LIMITER", "rate limiter (Flask-Limiter)"),
     (r"rq:", "RQ"),
@@ -114,7 +118,7 @@ class Monitor:
 
     def __init__(self):
         self.client = redis_lib.Redis.from_url(REDIS_URL, decode_responses=True)
-        self.entries: list[tuple[float, str, list[str]]] = []
+        self.entries: list[tuple[float, str, str, list[str]]] = []
         self.recording = False
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -134,7 +138,8 @@ class Monitor:
                     continue
                 client = match.group(2)
                 args = [a.replace('\\"', '"') for a in monitor.command_re.findall(match.group(3))]
-                self.entries.append((client.rsplit(":", 1)[1] if ":" in client else "",
+                at = float(raw.split(" ", 1)[0].lstrip("+"))
+                self.entries.append((at, client.rsplit(":", 1)[1] if ":" in client else "",
                                      "lua" if client == "lua" else "tcp", args))
 
     def take(self) -> list:
@@ -142,28 +147,52 @@ class Monitor:
         return taken
 
 
-def tally(entries, owners) -> tuple[collections.Counter, collections.Counter]:
-    trips, in_lua = collections.Counter(), collections.Counter()
-    for port, client_type, args in entries:
+def tally(entries, owners, gap: float) -> tuple[collections.Counter, collections.Counter, collections.Counter]:
+    """(commands by process, purpose and command; round trips by process and purposes; commands run
+    inside Lua scripts). A round trip: a client's commands that reach Redis less than ``gap``
+    seconds apart with no other client's command between them (a pipeline, a MULTI/EXEC block):
+    an estimate, as MONITOR does not show where a client's writes begin."""
+    commands, trips, in_lua = collections.Counter(), collections.Counter(), collections.Counter()
+    batch: list = []  # (process, purpose) of the current round trip
+    last_port, last_at = None, 0.0
+
+    def close():
+        if batch:
+            purposes = " + ".join(dict.fromkeys(purpose for _, purpose in batch))
+            trips[(batch[0][0], purposes)] += 1
+            batch.clear()
+
+    for at, port, client_type, args in entries:
         command = normalise(args)
         if client_type == "lua":
             in_lua[command] += 1
             continue
-        process = owners.get(int(port), "?") if port and str(port).isdigit() else "?"
-        trips[(process, purpose_of(command), command)] += 1
-    return trips, in_lua
+        process = owners.get(int(port), "?") if str(port).isdigit() else "?"
+        purpose = purpose_of(command)
+        commands[(process, purpose, command)] += 1
+        if port != last_port or at - last_at > gap:
+            close()
+        batch.append((process, purpose))
+        last_port, last_at = port, at
+    close()
+    return commands, trips, in_lua
 
 
-def show(title: str, trips: collections.Counter, n: int) -> None:
-    print(f"\n{title}: {sum(trips.values()) / n:.1f} round trips per turn")
+def show(title: str, commands: collections.Counter, trips: collections.Counter, n: int) -> None:
+    print(f"\n{title}: {sum(commands.values()) / n:.1f} commands, {sum(trips.values()) / n:.1f} round trips "
+          "(estimated) per turn")
+    print("  round trips, by process and purpose (a + joins what went in one trip):")
+    for (process, purposes), count in sorted(trips.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
+        print(f"    {count / n:6.2f}  {process:6} {purposes}")
+    print("  commands, by process and purpose:")
     by_purpose = collections.Counter()
-    for (process, purpose, _), count in trips.items():
+    for (process, purpose, _), count in commands.items():
         by_purpose[(process, purpose)] += count
-    for (process, purpose), count in sorted(by_purpose.items(), key=lambda kv: (kv[0][0], -kv[1])):
-        print(f"  {count / n:6.2f}  {process:6} {purpose}")
-        for (p2, pur2, command), c2 in sorted(trips.items(), key=lambda kv: -kv[1]):
+    for (process, purpose), count in sorted(by_purpose.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
+        print(f"    {count / n:6.2f}  {process:6} {purpose}")
+        for (p2, pur2, command), c2 in sorted(commands.items(), key=lambda kv: (-kv[1], kv[0][2])):
             if (p2, pur2) == (process, purpose):
-                print(f"          {c2 / n:6.2f}  {command[:110]}")
+                print(f"            {c2 / n:6.2f}  {command[:110]}")
 
 
 def main() -> int:
@@ -171,6 +200,8 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--settle", type=float, default=0.5, help="seconds after each reply for the turn's tail")
+    parser.add_argument("--gap-us", type=float, default=60,
+                        help="a client's commands closer than this (microseconds) count as one round trip")
     args = parser.parse_args()
 
     resources = Resources()
@@ -207,11 +238,12 @@ def main() -> int:
         monitor.recording = False
         owners = port_owners(groups)
 
-        trips, in_lua = tally(turn_entries, owners)
-        idle, _ = tally(idle_entries, owners)
-        show(f"During {args.turns} turns ({elapsed:.1f} s)", trips, args.turns)
-        show(f"Background: as long again with no turn (per turn's share of time, {args.turns} slices)", idle,
-             args.turns)
+        gap = args.gap_us / 1e6
+        commands, trips, in_lua = tally(turn_entries, owners, gap)
+        idle_commands, idle_trips, _ = tally(idle_entries, owners, gap)
+        show(f"During {args.turns} turns ({elapsed:.1f} s)", commands, trips, args.turns)
+        show(f"Background: as long again with no turn (per turn's share of time, {args.turns} slices)",
+             idle_commands, idle_trips, args.turns)
         print(f"\nRun inside Lua scripts (not round trips), per turn: {sum(in_lua.values()) / args.turns:.1f}")
         for command, count in in_lua.most_common():
             print(f"  {count / args.turns:6.2f}  {command[:110]}")
