@@ -245,6 +245,9 @@ def test_pause_all_in_the_middle_of_the_pipeline_holds_it_and_resume_all_continu
     paused = prt.api("POST", "/emergency/pause-all", json={"reason": "check the pipeline"})
     paused_at = time.time()
     assert paused.status_code == 200, paused.text
+    # The call watch looks for cancel marks every MCC_CANCEL_POLL_SECONDS (0.1 s): let it see the
+    # pause before the held answer (a short one) could be read in full.
+    time.sleep(0.5)
     script.release.set()
 
     # The call already at the gateway is closed as its answer starts to stream (the tester's turn
