@@ -1,5 +1,5 @@
 // `/`: every project with today's cost and agent counts; every agent's live status and task.
-import { useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { api } from "../api";
 import { useLive } from "../live";
 import { ErrorBox, Link, useLoad, usd } from "../ui";
@@ -36,13 +36,26 @@ async function loadOverview() {
 
 /** Spend changes when a turn ends, and the API pushes no cost event: when an agent stops working
  *  (`agent_status` other than `working`, sent after the turn's ledger rows are committed), its
- *  spend is read again. At most one read per key every 1.5 s, the last event always followed by
- *  one: a busy pipeline's hand-offs in several tabs must not run into the API's rate limit. */
-const settling = new Set<string>();
-export function afterTurnEnds(event: { status: string }, key: string, read: () => void) {
-  if (event.status === "working" || settling.has(key)) return;
-  settling.add(key);
-  window.setTimeout(() => { settling.delete(key); read(); }, 1500);
+ *  spend is read again. The keys seen (projects) are read together at most every 1.5 s, the last
+ *  event always followed by a read: a busy pipeline's hand-offs in several tabs must not run into
+ *  the API's rate limit. Pending reads end with the page. */
+export function useSpendAfterTurns(read: (keys: string[]) => void) {
+  const pending = useRef(new Set<string>());
+  const timer = useRef<number | undefined>(undefined);
+  const latest = useRef(read);
+  latest.current = read;
+  useEffect(() => () => window.clearTimeout(timer.current), []);
+  return (event: { status: string }, key: string) => {
+    if (event.status === "working") return;
+    pending.current.add(key);
+    if (timer.current !== undefined) return;
+    timer.current = window.setTimeout(() => {
+      timer.current = undefined;
+      const keys = [...pending.current];
+      pending.current.clear();
+      latest.current(keys);
+    }, 1500);
+  };
 }
 
 /** Each agent's spend (``stats``) from a fresh list, the rest as it is. */
@@ -66,6 +79,16 @@ export function AgentRow({ agent, task }: { agent: Agent; task?: TaskRef | null 
 export function Overview() {
   const { data, setData, error } = useLoad(loadOverview, []);
   const [spendError, setSpendError] = useState<unknown>(null);
+  const spendAfterTurn = useSpendAfterTurns((projectIds) => {
+    for (const projectId of projectIds) {
+      Promise.all([api("GET", `/projects/${projectId}`), api("GET", `/projects/${projectId}/agents?limit=100`)])
+        .then(([project, agents]) => {
+          setSpendError(null);
+          setData((now) => now && now.map((entry) => entry.project.id !== projectId ? entry : {
+            ...entry, project: { ...entry.project, stats: project.stats }, agents: withStats(entry.agents, agents.items) }));
+        }, setSpendError);
+    }
+  });
   useLive("agent_status", (event) => {
     setData((now) => now && now.map((entry) => {
       if (!entry.agents.some((a) => a.id === event.agent_id)) return entry;
@@ -74,16 +97,7 @@ export function Overview() {
                current: { ...entry.current, [event.agent_id]: event.current_task } };
     }));
     const owner = data?.find((entry) => entry.agents.some((a) => a.id === event.agent_id));
-    if (!owner) return;
-    const projectId = owner.project.id;
-    afterTurnEnds(event, `overview:${projectId}`, () => {
-      Promise.all([api("GET", `/projects/${projectId}`), api("GET", `/projects/${projectId}/agents?limit=100`)])
-        .then(([project, agents]) => {
-          setSpendError(null);
-          setData((now) => now && now.map((entry) => entry.project.id !== projectId ? entry : {
-            ...entry, project: { ...entry.project, stats: project.stats }, agents: withStats(entry.agents, agents.items) }));
-        }, setSpendError);
-    });
+    if (owner) spendAfterTurn(event, owner.project.id);
   });
   return (
     <main>

@@ -3,7 +3,7 @@ import { useState } from "preact/hooks";
 import { api, can } from "../api";
 import { useLive } from "../live";
 import { Dialog, ErrorBox, Link, Meter, navigate, useAction, useLoad, usd } from "../ui";
-import { Agent, AgentRow, afterTurnEnds, currentTasks, withStats } from "./Overview";
+import { Agent, AgentRow, currentTasks, useSpendAfterTurns, withStats } from "./Overview";
 
 const STATUSES = ["pending", "in_progress", "testing", "review", "completed", "failed"];
 const AGENT_TYPES = ["architect", "coder", "tester", "reviewer", "orchestrator"];
@@ -35,17 +35,18 @@ function Agents({ base, projectId }: { base: string; projectId: string }) {
   const [editing, setEditing] = useState<Agent | "new" | null>(null);
   const action = useAction();
   const [spendError, setSpendError] = useState<unknown>(null);
+  const spendAfterTurn = useSpendAfterTurns(() => {
+    api("GET", `${base}/agents?limit=100`).then((fresh) => {
+      setSpendError(null);
+      agents.setData((now: any) => now && { ...now, items: withStats(now.items, fresh.items) });
+    }, setSpendError);
+  });
   useLive("agent_status", (event) => {
     if (!agents.data?.items.some((a: Agent) => a.id === event.agent_id)) return;
     agents.setData((now: any) => now && { ...now, items: now.items.map((a: Agent) =>
       a.id === event.agent_id ? { ...a, status: event.status } : a) });
     setCurrent((now) => ({ ...now, [event.agent_id]: event.current_task }));
-    afterTurnEnds(event, `project:${projectId}`, () => {
-      api("GET", `${base}/agents?limit=100`).then((fresh) => {
-        setSpendError(null);
-        agents.setData((now: any) => now && { ...now, items: withStats(now.items, fresh.items) });
-      }, setSpendError);
-    });
+    spendAfterTurn(event, projectId);
   });
   const known = tasks.data ? currentTasks(tasks.data.items) : {};
   return (
