@@ -1,6 +1,5 @@
 // The REST client and the session: the access token lives in memory only; the refresh token in
-// sessionStorage (this tab only) so a reload keeps the session. Tokens never go into a URL; a
-// rotation is told to the tab's copies over a same-origin BroadcastChannel.
+// sessionStorage (this tab only) so a reload keeps the session. Tokens never go into a URL.
 import { Store } from "./store";
 
 export type Role = "viewer" | "operator" | "admin";
@@ -33,42 +32,63 @@ export function can(minimum: Role): boolean {
 
 // Copies of one tab (a duplicated tab) start with the same refresh token; when one rotates it,
 // the others would present the rotated token at their next refresh, which the API takes for a
-// stolen token's replay and ends the session in every copy. So a tab announces each rotation to
-// the others, sealed (AES-GCM) under a key derived from the token just rotated: only a tab that
-// held that token can read the new pair, never another document of the origin. Refreshes take
-// turns across tabs (Web Locks), and a tab whose token changed while it waited uses the new one.
-// Both APIs exist in secure contexts only (https, localhost); elsewhere each tab goes alone and
-// the API's reuse grace is what keeps copies that refresh together logged in.
-interface Rotation { of: string; iv: Uint8Array<ArrayBuffer>; sealed: ArrayBuffer }
+// stolen token's replay and ends the session in every copy. So each rotation leaves a note in
+// localStorage: the new refresh token, sealed (AES-GCM) under a key derived from the token it
+// replaced and filed under a hash of that token, so only a tab that held it can find and read the
+// note, never another document of the origin. Refreshes take turns across tabs (Web Locks), and
+// inside the lock a tab first follows the notes from its token to the newest, then exchanges that.
+// Both APIs exist in secure contexts only (https, localhost); elsewhere each tab goes alone and the
+// API's reuse grace is what keeps copies that refresh together logged in.
 const subtle: SubtleCrypto | undefined = globalThis.crypto?.subtle;
-const tabs = typeof BroadcastChannel === "undefined" || !subtle ? null : new BroadcastChannel("mcc.session");
+const sealing = !!subtle && typeof navigator !== "undefined" && !!navigator.locks;
+const NOTE_PREFIX = "mcc.rotation.";
+const NOTE_LIFETIME_MS = 24 * 3600 * 1000;  // a copy asleep for longer finds no trail: log in again
 const utf8 = new TextEncoder();
-const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
-const rotationId = async (token: string) => hex(await subtle!.digest("SHA-256", utf8.encode("mcc.rotation-id:" + token)));
-const rotationKey = async (token: string) => subtle!.importKey(
-  "raw", await subtle!.digest("SHA-256", utf8.encode("mcc.rotation-key:" + token)), "AES-GCM", false, ["encrypt", "decrypt"]);
+const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+const unhex = (text: string) => new Uint8Array((text.match(/../g) || []).map((pair) => parseInt(pair, 16)));
+const digest = async (text: string) => new Uint8Array(await subtle!.digest("SHA-256", utf8.encode(text)));
+const noteKey = async (token: string) => NOTE_PREFIX + hex(await digest("mcc.rotation-id:" + token));
+const sealKey = async (token: string) =>
+  subtle!.importKey("raw", await digest("mcc.rotation-key:" + token), "AES-GCM", false, ["encrypt", "decrypt"]);
 
-async function announce(previous: string, tokens: Tokens): Promise<void> {
-  if (!tabs) return;
+async function leaveNote(previous: string, next: string): Promise<void> {
   const iv = crypto.getRandomValues(new Uint8Array(12));
-  const sealed = await subtle!.encrypt({ name: "AES-GCM", iv }, await rotationKey(previous), utf8.encode(JSON.stringify(tokens)));
-  tabs.postMessage({ of: await rotationId(previous), iv, sealed } satisfies Rotation);
-  await new Promise((resolve) => window.setTimeout(resolve, 200));  // heard before the next tab takes the lock
+  const sealed = new Uint8Array(await subtle!.encrypt({ name: "AES-GCM", iv }, await sealKey(previous), utf8.encode(next)));
+  const now = Date.now();
+  for (const key of Object.keys(localStorage)) {
+    if (!key.startsWith(NOTE_PREFIX)) continue;
+    try { if (now - JSON.parse(localStorage.getItem(key) || "{}").at < NOTE_LIFETIME_MS) continue; } catch { /* unreadable */ }
+    localStorage.removeItem(key);
+  }
+  localStorage.setItem(await noteKey(previous), JSON.stringify({ iv: hex(iv), sealed: hex(sealed), at: now }));
 }
 
-if (tabs) {
-  tabs.onmessage = async (event: MessageEvent<Rotation>) => {
-    const held = sessionStorage.getItem(REFRESH_KEY);
-    if (!held || !event.data?.of || event.data.of !== await rotationId(held)) return;
+/** The newest refresh token the notes lead to from ``token`` (``token`` itself when none). */
+async function newest(token: string): Promise<string> {
+  for (let hop = 0; hop < 10_000; hop++) {
+    const raw = localStorage.getItem(await noteKey(token));
+    if (!raw) return token;
     try {
-      const plain = await subtle!.decrypt({ name: "AES-GCM", iv: event.data.iv }, await rotationKey(held), event.data.sealed);
-      if (sessionStorage.getItem(REFRESH_KEY) === held) adopt(JSON.parse(new TextDecoder().decode(plain)));
-    } catch { /* not sealed under our token: not ours */ }
-  };
+      const note = JSON.parse(raw);
+      const plain = await subtle!.decrypt({ name: "AES-GCM", iv: unhex(note.iv) }, await sealKey(token), unhex(note.sealed));
+      token = new TextDecoder().decode(plain);
+    } catch {
+      return token;  // not sealed under this token: not ours to follow
+    }
+  }
+  return token;
 }
 
-function oneTabAtATime<T>(work: () => Promise<T>): Promise<T> {
-  return tabs && navigator.locks ? navigator.locks.request("mcc.refresh", work) : work();
+/** Run ``work`` holding the origin-wide refresh lock; without it where the lock cannot be had. */
+async function oneTabAtATime<T>(work: () => Promise<T>): Promise<T> {
+  if (!sealing) return work();
+  let started = false;
+  try {
+    return await navigator.locks.request("mcc.refresh", () => { started = true; return work(); });
+  } catch (error) {
+    if (started) throw error;
+    return work();  // the lock was refused (e.g. a sandboxed document): go alone
+  }
 }
 
 function adopt(tokens: Tokens) {
@@ -113,24 +133,25 @@ async function raw(method: string, path: string, body?: unknown, headers: Record
 /** Exchange the refresh token for new tokens (one at a time, across tabs); false when the session is over. */
 export function refresh(): Promise<boolean> {
   if (refreshing) return refreshing;
-  const held = sessionStorage.getItem(REFRESH_KEY);
-  if (!held) return Promise.resolve(false);
+  if (!sessionStorage.getItem(REFRESH_KEY)) return Promise.resolve(false);
   refreshing = oneTabAtATime(async () => {
-    const token = sessionStorage.getItem(REFRESH_KEY);
-    if (!token) return false;
-    if (token !== held) return true;  // a copy of this tab rotated it while we waited: its pair is ours
+    const stored = sessionStorage.getItem(REFRESH_KEY);
+    if (!stored) return false;
     try {
+      const token = sealing ? await newest(stored) : stored;
       const response = await exchange(token);
       if (!response) return false;  // network trouble: keep the session, the next call retries
       if (response.status === 401 || response.status === 422) { forget(); return false; }
       const tokens: Tokens = await parse(response);
       adopt(tokens);
-      await announce(token, tokens);
+      if (sealing) {
+        try { await leaveNote(token, tokens.refresh_token); } catch { /* storage full: copies go by the grace */ }
+      }
       return true;
     } catch {
       return false;
     }
-  }).finally(() => { refreshing = null; });
+  }).catch(() => false).finally(() => { refreshing = null; });
   return refreshing;
 }
 
@@ -144,6 +165,7 @@ async function exchange(token: string): Promise<Response | null> {
       return await fetch(API + "/auth/refresh", {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ refresh_token: token }),
+        signal: AbortSignal.timeout(10_000),  // other tabs wait on the lock: never hang here
       });
     } catch { /* no answer: ask again */ }
   }

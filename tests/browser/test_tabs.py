@@ -1,5 +1,6 @@
-"""Copies of one console tab (duplicated, or opened from it) share one session: a rotation made by
-one copy reaches the others, so none later presents a rotated token and ends them all."""
+"""Copies of one console tab (a duplicated tab) share one session: a rotation made by one copy is
+found by the others (a sealed note in localStorage, refreshes taking turns), so none later
+presents a rotated token and ends them all."""
 from __future__ import annotations
 
 import pytest
@@ -36,28 +37,31 @@ def test_a_duplicated_tab_and_its_original_keep_one_session(strict_web):
     expect(copy.get_by_test_id("live-status")).to_have_text("connected")
     rotated = copy.evaluate("sessionStorage.getItem('mcc.refresh')")
     assert rotated != before
-    # The original heard of the rotation and holds the new token, not the one the server revoked.
-    original.wait_for_function("token => sessionStorage.getItem('mcc.refresh') === token", arg=rotated)
-    original.reload()  # refreshes with what it holds: a revoked token would end both tabs' session
+    # The original still holds the token the copy rotated; reloaded, it follows the copy's sealed
+    # note to the newest token instead of presenting the revoked one.
+    original.reload()
     expect(original.get_by_test_id("budget-today")).to_be_visible()
     expect(original).to_have_url(f"{strict_web.base}/budget")
     expect(original.get_by_test_id("live-status")).to_have_text("connected")
-    copy.reload()  # ...and the copy, in turn, heard of the original's rotation
+    assert original.evaluate("sessionStorage.getItem('mcc.refresh')") not in (before, rotated)
+    stored = original.evaluate("JSON.stringify(localStorage)")  # the notes: sealed, no token in clear
+    assert "mcc.rotation." in stored and before not in stored and rotated not in stored
+    copy.reload()  # ...and the copy, in turn, follows the original's note
     expect(copy.get_by_test_id("budget-today")).to_be_visible()
     expect(copy).to_have_url(f"{strict_web.base}/budget")
     assert original.errors == [] and copy.errors == []
 
 
 def test_copies_refreshing_on_their_own_timers_take_turns_and_stay_logged_in(strict_web):
-    """After the copy's rotation reaches the original, both tabs' timers are set at the same moment
-    and fire together: the refreshes take turns, and the second tab uses the pair the first one
-    got instead of presenting the same token again (a reuse, with no grace here)."""
+    """Both tabs refresh on their own timers, every 3 s, often together: the refreshes take turns,
+    and each tab follows the other's notes instead of presenting a token already rotated (a reuse,
+    with no grace here)."""
     original = strict_web.logged_in("operator", "/budget")
     copy = _copy_of(original)
     copy.goto("/budget")
     expect(copy.get_by_test_id("live-status")).to_have_text("connected")
     seen = set()
-    for _ in range(5):  # about 12 s: four rounds of both timers
+    for _ in range(5):  # about 12 s: four rounds of each timer
         original.wait_for_timeout(2500)
         for page in (original, copy):
             seen.add(page.evaluate("sessionStorage.getItem('mcc.refresh')"))
